@@ -561,7 +561,7 @@ class StorageGrid:
                 self._become_standalone(keep_data=True)
         if self._joining is not None:
             self._continue_join(now)
-        if now - self._last_hello >= max(0.2, idle / 3):
+        if now - self._last_hello >= min(1.0, max(0.2, idle / 3)):
             self._last_hello = now
             for peer in self.remote_peers:
                 self._send_hello(peer)
@@ -737,6 +737,8 @@ class StorageGrid:
         await self._merge_entries(backlog)
 
     def _on_cluster_changed(self) -> None:
+        # peers compare clusters on hello: tell them at once instead of at the next periodic hello
+        self._last_hello = 0.0
         self._wake.set()
 
 
