@@ -141,6 +141,23 @@ class _GridMetrics:
               registry=reg).set_function(lambda: grid.raft.log_size)
         self.storage_size = Gauge("hamok_storage_local_entries", "Entries held locally per storage",
                                   ["storage"], registry=reg)
+        # labelled children resolved once per message type: labels() is costly on the raft hot path
+        self._sent_children: dict[MessageType, Any] = {}
+        self._received_children: dict[MessageType, Any] = {}
+
+    def sent(self, mtype: MessageType, size: int) -> None:
+        child = self._sent_children.get(mtype)
+        if child is None:
+            child = self._sent_children[mtype] = self.messages_sent.labels(mtype.name)
+        child.inc()
+        self.bytes_sent.inc(size)
+
+    def received(self, mtype: MessageType, size: int) -> None:
+        child = self._received_children.get(mtype)
+        if child is None:
+            child = self._received_children[mtype] = self.messages_received.labels(mtype.name)
+        child.inc()
+        self.bytes_received.inc(size)
 
 
 class StorageGrid:
@@ -167,7 +184,9 @@ class StorageGrid:
         self._raft_safety_fix = raft_safety_fix
         self.machine = GridStateMachine()
         self.machine.on_cluster_changed = self._on_cluster_changed
-        self._wake = asyncio.Event()
+        self._tick_scheduled = False
+        self._last_maintenance = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
@@ -190,6 +209,7 @@ class StorageGrid:
         if self._started:
             return
         self._started = True
+        self._loop = asyncio.get_running_loop()
         await self.endpoint.start()
         self._runner = asyncio.get_running_loop().create_task(self._run(), name=f"hamok-grid-{self.local_id}")
 
@@ -300,8 +320,7 @@ class StorageGrid:
         data = encode(message)
         ok = self.endpoint.send(destination, data)
         if ok:
-            self.metrics.messages_sent.labels(message.type.name).inc()
-            self.metrics.bytes_sent.inc(len(data))
+            self.metrics.sent(message.type, len(data))
         return ok
 
     def _send_raft(self, destination: str, payload: dict[str, Any]) -> bool:
@@ -414,7 +433,7 @@ class StorageGrid:
                 # the raft node may be replaced (merge); an attempt waits at most a few election
                 # timeouts before the same command (same request id: applied once) is re-submitted
                 self.raft.submit(command, callback)
-                self._wake.set()
+                self._request_tick()
                 remaining = deadline - time.monotonic()
                 attempt_timeout = min(remaining, max(1.0, self.config.follower_max_idle_ms * 4 / 1000))
                 try:
@@ -425,7 +444,8 @@ class StorageGrid:
                         raise
                     if time.monotonic() >= deadline:
                         if self.leader_id is None:
-                            raise NoLeaderError(f"no raft leader within {timeout_ms or self.config.request_timeout_ms} ms") from None
+                            limit = timeout_ms or self.config.request_timeout_ms
+                            raise NoLeaderError(f"no raft leader within {limit} ms") from None
                         raise HamokTimeoutError("replicated write not committed in time") from None
                     self.metrics.submit_retries.inc()
                     await asyncio.sleep(min(0.05 * attempt, 0.3, max(0.0, deadline - time.monotonic())))
@@ -448,8 +468,7 @@ class StorageGrid:
             logger.warning("dropped undecodable frame from %s: %s", source, exc)
             return
         message.source = source  # the transport authenticated the peer; the envelope cannot lie
-        self.metrics.messages_received.labels(message.type.name).inc()
-        self.metrics.bytes_received.inc(len(data))
+        self.metrics.received(message.type, len(data))
         try:
             self._dispatch(message)
         except Exception:
@@ -460,7 +479,7 @@ class StorageGrid:
         self.raft.peer_up(peer_id)
         self._send_hello(peer_id)
         self.events.emit("peer_joined", peer_id)
-        self._wake.set()
+        self._request_tick()
 
     def on_peer_down(self, peer_id: str) -> None:
         self._disconnected_since[peer_id] = time.monotonic()
@@ -469,14 +488,21 @@ class StorageGrid:
         for pending in self._pending.values():
             pending.remove_peer(peer_id)
         self.events.emit("peer_detached", peer_id)
-        self._wake.set()
+        self._request_tick()
 
     def _dispatch(self, message: Message) -> None:
         mtype = message.type
         if mtype == MessageType.RAFT:
-            if message.source in self.raft.members:
-                self.raft.receive(message.source, message.payload)
-                self._wake.set()
+            raft = self.raft
+            if raft.is_member(message.source):
+                raft.receive(message.source, message.payload)
+                # replies are sent inside receive(): tick only when the message can move things on
+                # (a follower applies newly committed entries, a leader commits a replicated entry
+                # or takes a forwarded command); acks of commit-only heartbeats need no tick
+                kind = message.payload.get("type")
+                if raft.has_pending_work() or kind not in ("append_entries", "next_node_idx") or (
+                        kind == "next_node_idx" and raft.has_uncommitted()):
+                    self._request_tick()
             return
         if mtype == MessageType.HELLO:
             self._on_hello(message)
@@ -508,28 +534,38 @@ class StorageGrid:
             self.respond(request, response)
 
     # ------------------------------------------------------------------ the loop
-    async def _run(self) -> None:
-        interval = self.config.tick_interval_ms / 1000
-        maintenance_every = 0.05
-        last_maintenance = 0.0
-        while True:
+    def _request_tick(self) -> None:
+        """Tick raft at the next loop iteration (coalesced: many requests, one tick)."""
+        if not self._tick_scheduled and not self._closed and self._loop is not None:
+            self._tick_scheduled = True
+            self._loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        self._tick_scheduled = False
+        raft = self.raft
+        try:
+            raft.tick()
+            # pysyncobj commits in one tick and applies in the next one on a lone leader, and
+            # followers learn a commit index between ticks: tick again at once while there is
+            # something to commit or apply instead of waiting for the timer
+            if raft.has_pending_work():
+                self._request_tick()
+        except Exception:
+            logger.exception("raft tick failed")
+        now = time.monotonic()
+        if now - self._last_maintenance >= 0.05:
+            self._last_maintenance = now
             try:
-                async with asyncio.timeout(interval):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            try:
-                self.raft.tick()
+                self._maintain(now)
             except Exception:
-                logger.exception("raft tick failed")
-            now = time.monotonic()
-            if now - last_maintenance >= maintenance_every:
-                last_maintenance = now
-                try:
-                    self._maintain(now)
-                except Exception:
-                    logger.exception("grid maintenance failed")
+                logger.exception("grid maintenance failed")
+
+    async def _run(self) -> None:
+        """The timer: heartbeats, elections and maintenance happen even when nothing arrives."""
+        interval = self.config.tick_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            self._tick()
 
     def _maintain(self, now: float) -> None:
         leader = self.raft.leader_id
@@ -585,7 +621,7 @@ class StorageGrid:
                 logger.debug("removing %s not accepted yet (code %s)", member, error)
 
         self.raft.remove_member(member, done)
-        self._wake.set()
+        self._request_tick()
 
     # ------------------------------------------------------------------ cluster merge
     def _hello_payload(self) -> dict[str, Any]:
@@ -638,7 +674,7 @@ class StorageGrid:
                 logger.debug("adding %s not accepted yet (code %s)", peer, error)
 
         self.raft.add_member(peer, done)
-        self._wake.set()
+        self._request_tick()
 
     def _on_join_request(self, message: Message) -> None:
         peer = message.source
@@ -676,7 +712,7 @@ class StorageGrid:
         old.destroy()
         self._fail_submits()
         self._removing.clear()
-        self._wake.set()
+        self._request_tick()
 
     def _become_standalone(self, *, keep_data: bool) -> None:
         self._joining = None
@@ -739,7 +775,7 @@ class StorageGrid:
     def _on_cluster_changed(self) -> None:
         # peers compare clusters on hello: tell them at once instead of at the next periodic hello
         self._last_hello = 0.0
-        self._wake.set()
+        self._request_tick()
 
 
 _RAFT_REPLACED = -1  # the raft node was replaced (merge/standalone): re-submit to the new one

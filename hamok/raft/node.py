@@ -56,16 +56,16 @@ class StateMachine(Protocol):
     def restore(self, data: bytes) -> None: ...
 
 
-class GridNode(Node):  # type: ignore[misc]
+class GridNode(Node):
     """A raft member, identified by its grid's local id."""
 
 
-class _Consumer(SyncObjConsumer):  # type: ignore[misc]
+class _Consumer(SyncObjConsumer):
     def __init__(self, machine: StateMachine) -> None:
         self._machine = machine
         super().__init__()
 
-    @replicated  # type: ignore[misc]
+    @replicated
     def apply(self, command: bytes) -> Any:
         return self._machine.apply(command)
 
@@ -76,7 +76,7 @@ class _Consumer(SyncObjConsumer):  # type: ignore[misc]
         self._machine.restore(data)
 
 
-class _Transport(Transport):  # type: ignore[misc]
+class _Transport(Transport):
     """pysyncobj's view of the network: hands messages to the bridge, takes inbound ones from it."""
 
     def __init__(self, sync_obj: Any, self_node: Node, other_nodes: Iterable[Node], *, bridge: RaftNode) -> None:
@@ -87,17 +87,17 @@ class _Transport(Transport):  # type: ignore[misc]
     def ready(self) -> bool:
         return True
 
-    def tryGetReady(self) -> None:  # noqa: N802 - pysyncobj's name
+    def tryGetReady(self) -> None:
         return None
 
     def send(self, node: Node, message: dict[str, Any]) -> bool:
         return self._bridge._send(node, message)
 
-    def addNode(self, node: Node) -> None:  # noqa: N802
+    def addNode(self, node: Node) -> None:
         if node.id in self._bridge.connected:
             self._onNodeConnected(node)
 
-    def dropNode(self, node: Node) -> None:  # noqa: N802
+    def dropNode(self, node: Node) -> None:
         self._onNodeDisconnected(node)
 
     def destroy(self) -> None:
@@ -214,6 +214,21 @@ class RaftNode:
     @property
     def members(self) -> frozenset[str]:
         return frozenset(str(n.id) for n in self._sync.otherNodes) | {self.local_id}
+
+    def is_member(self, peer_id: str) -> bool:
+        node = self._nodes.get(peer_id)
+        return node is not None and node in self._sync._SyncObj__otherNodes
+
+    def has_pending_work(self) -> bool:
+        """Committed entries wait to be applied, or a lone leader has entries to commit."""
+        sync = self._sync
+        commit = sync._SyncObj__raftCommitIndex
+        if commit > sync._SyncObj__raftLastApplied:
+            return True
+        return bool(not sync._SyncObj__otherNodes and sync._isLeader() and self._log[-1][1] > commit)
+
+    def has_uncommitted(self) -> bool:
+        return bool(self._log[-1][1] > self._sync._SyncObj__raftCommitIndex)
 
     def elect_now(self) -> None:
         """Start an election at the next tick (a single-member group becomes leader at once)."""

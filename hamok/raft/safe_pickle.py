@@ -93,7 +93,7 @@ def install() -> None:
     import pysyncobj.syncobj
 
     safe = _SafePickleModule()
-    pysyncobj.syncobj.pickle = safe  # type: ignore[attr-defined]
-    pysyncobj.serializer.pickle = safe  # type: ignore[attr-defined]
-    pysyncobj.journal.loads = loads  # type: ignore[attr-defined]
+    pysyncobj.syncobj.pickle = safe
+    pysyncobj.serializer.pickle = safe
+    pysyncobj.journal.loads = loads
     _installed = True

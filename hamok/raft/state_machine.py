@@ -102,7 +102,7 @@ class GridStateMachine:
     def restore(self, data: bytes) -> None:
         cluster, storages, applied = msgpack.unpackb(data, raw=False, strict_map_key=False)
         old_cluster = self.cluster
-        self.cluster = tuple(cluster) if cluster is not None else None  # type: ignore[assignment]
+        self.cluster = tuple(cluster) if cluster is not None else None
         self._applied = {
             origin: OrderedDict((rid, (res[0], res[1])) for rid, res in items) for origin, items in applied.items()
         }

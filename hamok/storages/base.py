@@ -92,5 +92,5 @@ class Storage(abc.ABC, Generic[K, V]):
     def collect_events(self, max_items: int = 100, max_time_ms: int = 100) -> EventCollector[K, V]:
         return EventCollector(self.events, max_items, max_time_ms)
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
+    async def close(self) -> None:
         """Release resources; the storage must not be used afterwards."""

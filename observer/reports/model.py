@@ -11,7 +11,7 @@ import orjson
 SCHEMA_VERSION = "2.2.0"
 
 
-class ReportType(str, enum.Enum):
+class ReportType(enum.StrEnum):
     OBSERVER_EVENT = "OBSERVER_EVENT"
     CALL_EVENT = "CALL_EVENT"
     CALL_META_DATA = "CALL_META_DATA"

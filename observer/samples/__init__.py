@@ -1,6 +1,13 @@
 """Samples: the data model handed to the pipeline and the JSON / protobuf frame decoders."""
 
-from observer.samples.decoder import FORMAT_JSON, FORMAT_PROTOBUF, KIND_CLIENT, KIND_SFU, Decoder, make_decoder
+from observer.samples.decoder import (
+    FORMAT_JSON,
+    FORMAT_PROTOBUF,
+    KIND_CLIENT,
+    KIND_SFU,
+    Decoder,
+    make_decoder,
+)
 from observer.samples.model import (
     REASON_INVALID_FIELD,
     REASON_MISSING_FIELD,

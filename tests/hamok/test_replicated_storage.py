@@ -89,7 +89,7 @@ async def trio():
 
 
 async def test_three_nodes_form_one_cluster_and_replicate(trio) -> None:
-    grids, stores = trio
+    _, stores = trio
     await stores[1].set("k", "v")                       # written through a follower or the leader
     for s in stores:
         await s.sync()
