@@ -30,7 +30,7 @@ async def _leader(cluster: ProcessCluster) -> Node:
     while time.monotonic() < deadline:
         for st in (await cluster.statuses()).values():
             if st.get("is_leader"):
-                return next(n for n in cluster.alive() if st["id"] in (n.name, f"127.0.0.1:{n.port}"))
+                return cluster.by_name(st["id"])
         await asyncio.sleep(0.05)
     raise TimeoutError("no leader")
 

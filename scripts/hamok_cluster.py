@@ -104,10 +104,12 @@ class ProcessCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             wanted = {n.name for n in (nodes or self.alive())}
-            st = await self.statuses()
-            ok = (set(st) >= wanted and len({s.get("cluster") for s in st.values()}) == 1
+            st = {k: v for k, v in (await self.statuses()).items() if k in wanted}
+            ok = (set(st) == wanted and len({s.get("cluster") for s in st.values()}) == 1
                   and len({s.get("leader") for s in st.values()}) == 1
-                  and all(set(s.get("members", wanted)) == wanted and not s.get("joining") for s in st.values()))
+                  and all({m.split(".")[0] for m in s.get("members", [])} == wanted
+                          and len(s.get("members", [])) == len(wanted) and not s.get("joining")
+                          for s in st.values()))
             leader = next(iter(st.values())).get("leader") if st else None
             if ok and leader:
                 return str(leader)
@@ -115,7 +117,8 @@ class ProcessCluster:
         raise TimeoutError(f"cluster did not form: {await self.statuses()}")
 
     def by_name(self, name: str) -> Node:
-        return next(n for n in self.nodes if n.name == name or f"127.0.0.1:{n.port}" == name)
+        """A node by its name, its raft id (name.incarnation) or its raw pysyncobj address."""
+        return next(n for n in self.nodes if n.name == name.split(".")[0] or f"127.0.0.1:{n.port}" == name)
 
     def __enter__(self) -> ProcessCluster:
         self.start()

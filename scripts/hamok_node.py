@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import time
+import uuid
 from typing import Any
 
 import orjson
@@ -38,10 +39,15 @@ class HamokNode:
         from hamok import GridConfig, StorageGrid
         from hamok.transport.websocket import WebsocketEndpoint
 
-        self.endpoint = WebsocketEndpoint(args.id, "127.0.0.1", args.port, secret=args.secret or None)
-        cfg: dict[str, Any] = {"local_id": args.id}
+        # a fresh id per process start: a restarted process must not reuse the raft identity (and
+        # forgotten votes) of its previous incarnation
+        local_id = f"{args.id}.{uuid.uuid4().hex[:6]}"
+        self.endpoint = WebsocketEndpoint(local_id, "127.0.0.1", args.port, secret=args.secret or None)
+        cfg: dict[str, Any] = {"local_id": local_id}
         if args.peer_max_idle_ms:
             cfg["peer_max_idle_ms"] = args.peer_max_idle_ms
+        if args.compaction_entries:
+            cfg["log_compaction_min_entries"] = args.compaction_entries
         self.grid = StorageGrid(self.endpoint, GridConfig(**cfg))
         self.store = self.grid.replicated_storage("bench")
         self.sep = self.grid.separated_storage("sep") if args.separated else None
@@ -59,13 +65,17 @@ class HamokNode:
         return {"id": g.local_id, "leader": g.leader_id, "is_leader": g.is_leader,
                 "members": sorted(g.members), "cluster": g.cluster_id, "joining": g.joining,
                 "peers": sorted(g.remote_peers), "size": self.store.local.local_size(),
-                "applied": g.machine.applied_commands, "duplicates": g.machine.duplicates_skipped}
+                "applied": g.machine.applied_commands, "duplicates": g.machine.duplicates_skipped,
+                "snapshots_installed": g.machine.restores, "log_size": g.raft.log_size}
 
     async def write(self, key: str, value: Any, timeout_ms: int | None) -> None:
         await asyncio.wait_for(self.store.set(key, value), (timeout_ms or 3000) / 1000)
 
     async def get_all(self, keys: list[str]) -> dict[str, Any]:
         return await self.store.get_all(keys)
+
+    async def insert(self, key: str, value: Any, timeout_ms: int | None) -> Any:
+        return await asyncio.wait_for(self.store.insert(key, value), (timeout_ms or 3000) / 1000)
 
     async def keys(self) -> list[str]:
         return sorted(await self.store.keys())
@@ -132,6 +142,9 @@ async def handle(node: Any, request: dict[str, Any]) -> dict[str, Any]:
     if op == "write":
         await node.write(request["key"], request.get("value"), request.get("timeout_ms"))
         return {"ok": True}
+    if op == "ins":
+        existing = await node.insert(request["key"], request.get("value"), request.get("timeout_ms"))
+        return {"ok": True, "existing": existing}
     if op == "seq":
         n, prefix = request["n"], request.get("prefix", "s")
         start = time.perf_counter()
@@ -217,6 +230,7 @@ def main() -> None:
     parser.add_argument("--secret", default=os.environ.get("HAMOK_SECRET", ""))
     parser.add_argument("--separated", action="store_true")
     parser.add_argument("--peer-max-idle-ms", type=int, default=0)
+    parser.add_argument("--compaction-entries", type=int, default=0)
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args()
     logging.basicConfig(level=args.log_level, format=f"%(asctime)s {args.id} %(name)s %(message)s")

@@ -48,6 +48,7 @@ class GridStateMachine:
         self._orphans: dict[str, Result] = {}           # snapshot data of storages not registered yet
         self.applied_commands = 0
         self.duplicates_skipped = 0
+        self.restores = 0
         self.on_cluster_changed: Any = None
 
     def register(self, storage_id: str, holder: ReplicatedStateHolder) -> None:
@@ -100,6 +101,7 @@ class GridStateMachine:
         return msgpack.packb((self.cluster, storages, applied), use_bin_type=True)
 
     def restore(self, data: bytes) -> None:
+        self.restores += 1
         cluster, storages, applied = msgpack.unpackb(data, raw=False, strict_map_key=False)
         old_cluster = self.cluster
         self.cluster = tuple(cluster) if cluster is not None else None

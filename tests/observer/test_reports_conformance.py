@@ -22,8 +22,8 @@ from observer.reports.client import build_client_reports
 from observer.reports.model import SCHEMA_NAME, SCHEMA_VERSION, Report, ReportType
 from observer.reports.sfu import build_sfu_reports
 from observer.samples.decoder import make_decoder
+from tests.shared_paths import FIXTURES
 
-FIXTURES = Path("/work/shared/fixtures")
 SCHEMAS = Path(__file__).resolve().parents[2] / "observer" / "schemas" / "reports"
 CALL_ID = "3f0f7c1e-1b0c-4c55-9e59-1e6f1d1b7a11"
 

@@ -7,7 +7,6 @@ the sources tests.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
@@ -17,25 +16,16 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from observer.samples import Sample, SamplesError, make_decoder
-
-_CANDIDATE_DIRS = (
-    os.environ.get("OBSERVER_FIXTURES_DIR", ""),
-    str(Path(__file__).resolve().parents[1] / "fixtures"),
-    "/work/shared/fixtures",
-)
+from tests.shared_paths import FIXTURES
 
 
 @cache
-def fixtures_dir() -> Path | None:
-    for candidate in _CANDIDATE_DIRS:
-        if candidate and (Path(candidate) / "manifest.json").is_file():
-            return Path(candidate)
-    return None
+def fixtures_dir() -> Path:
+    return FIXTURES
 
 
-requires_fixtures = pytest.mark.skipif(
-    fixtures_dir() is None, reason="recorded frames not found (set OBSERVER_FIXTURES_DIR)"
-)
+def requires_fixtures(obj):  # the fixtures are mandatory (tests.shared_paths fails loudly without them)
+    return obj
 
 
 @cache
