@@ -27,7 +27,9 @@ class TransportMetrics:
         prefix = "hamok_transport_"
         return cls(
             frames_sent=Counter(prefix + "frames_sent", "Frames handed to the network", registry=reg),
-            bytes_sent=Counter(prefix + "bytes_sent", "Frame payload bytes handed to the network", registry=reg),
+            bytes_sent=Counter(
+                prefix + "bytes_sent", "Frame payload bytes handed to the network", registry=reg
+            ),
             frames_received=Counter(prefix + "frames_received", "Whole frames received", registry=reg),
             bytes_received=Counter(prefix + "bytes_received", "Frame payload bytes received", registry=reg),
             peers_connected=Gauge(prefix + "peers_connected", "Peers with an open channel", registry=reg),

@@ -83,6 +83,8 @@ class Hello:
     peer_id: str
     incarnation: str
     """Random per endpoint start: tells a restarted peer from a second connection of the same one."""
+    started_ms: int
+    """Wall clock of the endpoint start: when two instances claim one id, the later one wins."""
     nonce: bytes
     auth: bool
     """The sender has a secret configured and will run the challenge."""
@@ -99,6 +101,7 @@ def encode_hello(hello: Hello) -> bytes:
         "v": PROTOCOL_VERSION,
         "id": hello.peer_id,
         "inc": hello.incarnation,
+        "t": hello.started_ms,
         "nonce": hello.nonce,
         "auth": hello.auth,
         "chunk": hello.chunk_bytes,
@@ -127,11 +130,13 @@ def decode_hello(message: Any) -> Hello:
     except ProtocolViolation:
         raise
     except Exception as exc:
-        raise _malformed(f"HELLO is not msgpack: {exc}") from exc
+        raise _malformed(f"HELLO is not msgpack ({type(exc).__name__})") from exc
     if not isinstance(body, dict):
         raise _malformed("HELLO is not a map")
     if body.get("v") != PROTOCOL_VERSION:
-        raise _malformed(f"unsupported protocol version {body.get('v')!r} (this side speaks {PROTOCOL_VERSION})")
+        raise _malformed(
+            f"unsupported protocol version {body.get('v')!r} (this side speaks {PROTOCOL_VERSION})"
+        )
     peer_id, incarnation, nonce = body.get("id"), body.get("inc"), body.get("nonce")
     if not isinstance(peer_id, str) or not peer_id or len(peer_id) > MAX_ID_CHARS:
         raise _malformed(f"HELLO field 'id' must be a string of 1..{MAX_ID_CHARS} chars")
@@ -139,6 +144,9 @@ def decode_hello(message: Any) -> Hello:
         raise _malformed("HELLO field 'inc' must be a non-empty string")
     if not isinstance(nonce, bytes) or len(nonce) != NONCE_BYTES:
         raise _malformed(f"HELLO field 'nonce' must be {NONCE_BYTES} bytes")
+    started = body.get("t")
+    if not isinstance(started, int) or isinstance(started, bool) or started < 0:
+        raise _malformed("HELLO field 't' must be a non-negative integer")
     for field in ("chunk", "max_frame"):
         value = body.get(field)
         if not isinstance(value, int) or isinstance(value, bool) or value < MIN_CHUNK_BYTES:
@@ -149,6 +157,7 @@ def decode_hello(message: Any) -> Hello:
     return Hello(
         peer_id=peer_id,
         incarnation=incarnation,
+        started_ms=started,
         nonce=nonce,
         auth=body["auth"],
         chunk_bytes=body["chunk"],
