@@ -494,7 +494,7 @@ class StorageGrid:
         mtype = message.type
         if mtype == MessageType.RAFT:
             raft = self.raft
-            if raft.is_member(message.source):
+            if raft.is_member(message.source) or self._same_cluster(message.source):
                 raft.receive(message.source, message.payload)
                 # replies are sent inside receive(): tick only when the message can move things on
                 # (a follower applies newly committed entries, a leader commits a replicated entry
@@ -631,6 +631,16 @@ class StorageGrid:
             "leader": self.raft.leader_id,
             "joining": self._joining is not None,
         }
+
+    def _same_cluster(self, peer: str) -> bool:
+        """Raft traffic is taken from members and from peers of our cluster: a node that just
+        installed a snapshot holds the membership of that snapshot, and must still hear the leader
+        that joined later. Traffic of another cluster's raft (a group we left) is ignored."""
+        theirs = (self._peer_hello.get(peer) or {}).get("cluster")
+        if not theirs:
+            return False
+        ours = self._joining["cluster"] if self._joining is not None else self.cluster_id
+        return theirs[0] == ours
 
     def _send_hello(self, peer: str) -> None:
         self._send_frame(peer, Message(MessageType.HELLO, destination=peer, payload=self._hello_payload()))

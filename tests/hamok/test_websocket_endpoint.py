@@ -470,7 +470,9 @@ async def test_send_to_unknown_peer_returns_false_and_counts(make: Any) -> None:
     assert metric(rega, "hamok_transport_dropped_frames_total", reason="not_connected") == 1
 
 
-async def test_full_queue_drops_and_counts_without_blocking(make: Any) -> None:
+async def test_full_queue_drops_and_counts_without_blocking(make: Any, monkeypatch: Any) -> None:
+    # frames normally go straight to an idle socket; force them through the queue
+    monkeypatch.setattr("hamok.transport.websocket._DIRECT_SEND_BUFFER_LIMIT", -1)
     a, _, rega = await make("a", send_queue_frames=10)
     b, rb, _ = await make("b")
     link(a, b)
@@ -666,3 +668,21 @@ async def test_throughput_on_loopback(make: Any, capsys: pytest.CaptureFixture[s
     # floors far below what loopback gives, to catch a collapse, not to benchmark the machine
     assert small_fps > 10_000
     assert large_mbs > 20
+
+
+async def test_direct_and_queued_frames_keep_their_order(make: Any) -> None:
+    """Small frames skip the writer task while the socket is idle; once frames queue (a big one
+    is being written) the later small ones queue behind it, so order never changes."""
+    a, _, _ = await make("a")
+    b, rb, _ = await make("b")
+    link(a, b)
+    await eventually(lambda: a.connected_peers == {"b"}, what="channel")
+    sent = []
+    for i in range(200):
+        frame = (b"%d:" % i) + (bytes(2 * 1024 * 1024) if i % 50 == 7 else b"")
+        assert a.send("b", frame)
+        sent.append(frame)
+        if i % 10 == 0:
+            await asyncio.sleep(0)
+    await eventually(lambda: len(rb.frames) == 200, within=20, what="all frames")
+    assert [f for _, f in rb.frames] == sent
