@@ -95,6 +95,12 @@ class _Channel:
     """A queue_full drop was logged; reset once the queue drains, so one episode logs once."""
     writing: bool = False
     """The writer task is inside ``conn.send`` (possibly waiting for the socket to drain)."""
+    burst: bool = False
+    """A frame went straight to the socket in this loop iteration; later ones queue."""
+
+
+def _end_burst(channel: _Channel) -> None:
+    channel.burst = False
 
 
 @attrs.define(eq=False)
@@ -274,8 +280,12 @@ class WebsocketEndpoint(Endpoint):
                     destination, len(channel.queue), channel.queued_bytes,
                 )
             return False
-        # direct only once the writer runs: until then the handshake's ACCEPT must go first
-        if channel.writer is not None and not channel.queue and not channel.writing and self._send_now(channel, data):
+        # direct only once the writer runs (until then the handshake's ACCEPT must go first), and
+        # once per loop iteration: the rest of a burst queues and leaves in one batched message
+        if (channel.writer is not None and not channel.queue and not channel.writing and not channel.burst
+                and self._send_now(channel, data)):
+            channel.burst = True
+            asyncio.get_running_loop().call_soon(_end_burst, channel)
             return True
         channel.queue.append(data)
         channel.queued_bytes += size
