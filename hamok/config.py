@@ -52,6 +52,12 @@ class GridConfig:
     def __attrs_post_init__(self) -> None:
         if not self.local_id:
             raise ConfigError("local_id: must not be empty")
+        if self.follower_max_idle_ms <= 3 * self.heartbeat_ms:
+            # a follower must hear several heartbeats before it may suspect the leader
+            raise ConfigError(
+                f"follower_max_idle_ms: must be more than 3 x heartbeat_ms ({3 * self.heartbeat_ms}), "
+                f"got {self.follower_max_idle_ms}"
+            )
 
     # seed key -> attribute
     _SEED_KEYS = {

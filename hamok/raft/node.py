@@ -149,6 +149,7 @@ class RaftNode:
             raftMaxTimeout=timeout * 2,
             # an isolated leader steps down after this long without a majority of responses
             leaderFallbackTimeout=max(timeout * 3, 1.0),
+            connectionTimeout=timeout * 2,   # unused by our transport; pysyncobj requires it >= max timeout
             # entries are shipped whole (hamok's transport chunks large frames), so pysyncobj's
             # own pickled "transmission" path for big entries is never taken
             appendEntriesBatchSizeBytes=2**26,
