@@ -69,8 +69,8 @@ def check_scenario(scenario: str, reports: list[dict[str, Any]], *, ended: bool)
     service = spec["serviceId"]
     room_ids = {room["roomId"] for room in expected["rooms"]}
     mine = [r for r in reports if r["payload"].get("serviceId") == service and (
-        r["payload"].get("roomId") in room_ids or r["type"].startswith("SFU")
-        and r["payload"].get("sfuId") in {s["sfuId"] for s in expected.get("sfus", [])})]
+        r["payload"].get("roomId") in room_ids or (r["type"].startswith("SFU")
+        and r["payload"].get("sfuId") in {s["sfuId"] for s in expected.get("sfus", [])}))]
     # one callId per room, carried by every client report of that room
     for room in room_ids:
         call_ids = {r["payload"].get("callId") for r in mine if r["payload"].get("roomId") == room}
