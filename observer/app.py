@@ -132,11 +132,14 @@ def _advertised_host() -> str:
 class ObserverApp:
     """One observer daemon. ``await start()``, then ``await stop()`` (SIGTERM does both in run())."""
 
-    def __init__(self, config: ObserverConfig, *, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, config: ObserverConfig, *, registry: CollectorRegistry | None = None,
+                 extra_sinks: list[Any] | None = None) -> None:
         self.config = config
         self.registry = registry or CollectorRegistry()
         self.local_id = _local_id(config)
         self.sinks = SinkGroup()
+        for sink in extra_sinks or ():      # sinks built in code (benchmarks, embedding applications)
+            self.sinks.add(sink)
         self.grid: StorageGrid | None = None
         self.discovery: Any = None
         self.repositories: Repositories | None = None

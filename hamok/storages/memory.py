@@ -53,6 +53,7 @@ class MemoryStorage(Storage[K, V]):
 
     # ---- synchronous core (used by distributed storages when applying committed entries)
     def local_get_all(self, keys: Iterable[K]) -> dict[K, V]:
+        keys = list(keys)  # read twice below: a one-shot iterable must not be used up by expiry
         self._expire_some(keys)
         data, now = self._data, self._clock()
         found = {k: data[k] for k in keys if k in data}

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
 
-from hamok_cluster import ProcessCluster  # noqa: E402
+from hamok_cluster import ProcessCluster
 
 pytestmark = pytest.mark.processes
 
@@ -102,7 +102,7 @@ async def test_chaos_kill_and_restart_while_writing(chaos_rounds: int = 4) -> No
             i += 1
             try:
                 answer = await node.call("ins", key=key, value=i, timeout_ms=2000, timeout=5)
-            except (OSError, asyncio.TimeoutError, ValueError):
+            except (TimeoutError, OSError, ValueError):
                 continue
             if answer.get("ok"):
                 acked.append(key)

@@ -1,0 +1,313 @@
+"""Observer benchmark: one daemon (its own process, so it has one core to itself), realistic
+client samples (the JSON client frames of ../shared/fixtures, 12-20 KB each, with ids
+rewritten per room and client and the sample timestamp set to the send time) over websocket
+and over REST, into a counting sink inside the daemon.
+
+Prints: client samples/s end to end, reports/s, p50/p99 sample-to-sink latency (paced run at
+about half the measured capacity, and under the flood), RSS with 10,000 active clients, and,
+in the same run, the rate of bare JSON decoding (orjson.loads) of the same frames (the floor)
+with the ratio.
+
+    python scripts/bench_observer.py [--samples 20000] [--clients 300] [--active 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = Path(os.environ.get("OBSERVER_SHARED_DIR", ROOT.parent / "shared"))
+FIXTURES = SHARED / "fixtures"
+
+
+# ----------------------------------------------------------------------------- daemon side
+def run_daemon(port: int, mgmt: int) -> None:
+    from prometheus_client import Counter, Histogram
+
+    from observer.app import ObserverApp
+    from observer.config import load_config
+    from observer.reports.model import Report, ReportType
+    from observer.sinks.base import Sink
+
+    sample_types = {t for t in ReportType if t not in (ReportType.CALL_EVENT, ReportType.SFU_EVENT)}
+
+    class CountingSink(Sink):
+        type_name = "CountingSink"
+
+        def __init__(self, registry: Any) -> None:
+            super().__init__("count", registry=registry)
+            self.reports = Counter("bench_reports", "reports received", registry=registry)
+            self.latency = Histogram("bench_sample_to_sink_seconds", "sample timestamp -> sink",
+                                     buckets=(.001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5, 10, 30),
+                                     registry=registry)
+
+        async def _send(self, batch: Sequence[Report]) -> None:
+            now = time.time() * 1000
+            self.reports.inc(len(batch))
+            seen = set()
+            for report in batch:
+                if report.type in sample_types:
+                    ts = report.payload.get("timestamp")
+                    key = (report.payload.get("clientId"), ts)
+                    if ts and key not in seen:       # one latency point per sample, not per report
+                        seen.add(key)
+                        self.latency.observe(max(0.0, now - ts) / 1000)
+
+    config = load_config(None, env={}, overrides={
+        "micronaut": {"server": {"port": port}}, "endpoints": {"all": {"port": mgmt}},
+        "observer": {"sinks": {"off": {"type": "LoggerSink", "enabled": False}},
+                     "security": {"printConfigs": False}},
+    })
+
+    async def main() -> None:
+        from prometheus_client import CollectorRegistry
+
+        registry = CollectorRegistry()
+        app = ObserverApp(config, registry=registry, extra_sinks=[CountingSink(registry)])
+        await app.start()
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+# ----------------------------------------------------------------------------- load side
+_TS = re.compile(rb'"timestamp":\s*([0-9.]+)')
+
+
+class Templates:
+    """Client frames whose ids are rewritten per (room, client) by byte replacement."""
+
+    def __init__(self) -> None:
+        manifest = json.loads((FIXTURES / "manifest.json").read_text())
+        self.frames: list[tuple[bytes, list[bytes], bytes]] = []
+        self.raw: list[bytes] = []
+        for entry in manifest["files"]:
+            if entry["format"] != "json" or not entry["contains"]["clientSamples"]:
+                continue
+            data = (FIXTURES / entry["file"]).read_bytes()
+            c = entry["contains"]
+            ids = [*c["clientIds"], *c["peerConnectionIds"], *c["inboundTrackIds"], *c["outboundTrackIds"],
+                   *c["sfuStreamIds"], *c["sfuSinkIds"]]
+            sample = json.loads(data)["clientSamples"][0]
+            ts = _TS.search(data[data.index(b'"timestamp"', data.rindex(b'"roomId"') - 2000):])
+            ts_bytes = json.dumps(sample["timestamp"]).encode()
+            self.frames.append((data, [i.encode() for i in ids], ts_bytes if ts else b""))
+            self.raw.append(data)
+            self.rooms = c["roomIds"]
+        self.room_names = sorted({r.encode() for e in manifest["files"] for r in e["contains"]["roomIds"]})
+
+    def frame(self, index: int, room: int, client: int) -> bytes:
+        data, ids, ts = self.frames[index % len(self.frames)]
+        tag = b"%012x" % (room * 16 + client)
+        for original in ids:
+            data = data.replace(original, original[:-12] + tag)
+        for name in self.room_names:
+            data = data.replace(name, b"bench-room-%08d" % room)
+        if ts:
+            data = data.replace(ts, b"%d" % int(time.time() * 1000))
+        return data
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def scrape(session: Any, url: str) -> dict[str, float]:
+    async with session.get(url) as resp:
+        text = await resp.text()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def histogram_quantile(metrics: dict[str, float], before: dict[str, float], q: float) -> float:
+    buckets = []
+    for key, value in metrics.items():
+        if key.startswith("bench_sample_to_sink_seconds_bucket"):
+            le = key.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), value - before.get(key, 0.0)))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0
+    if not total:
+        return float("nan")
+    for le, count in buckets:
+        if count >= q * total:
+            return le
+    return float("inf")
+
+
+async def wait_reports(session: Any, metrics_url: str, target: float, timeout: float = 300) -> tuple[float, dict]:
+    deadline = time.monotonic() + timeout
+    last, last_change = -1.0, time.monotonic()
+    while time.monotonic() < deadline:
+        m = await scrape(session, metrics_url)
+        count = m.get("bench_reports_total", 0.0)
+        if count >= target:
+            return time.monotonic(), m
+        if count != last:
+            last, last_change = count, time.monotonic()
+        elif time.monotonic() - last_change > 10:
+            raise RuntimeError(f"reports stalled at {count} of {target}")
+        await asyncio.sleep(0.05)
+    raise TimeoutError("reports did not arrive")
+
+
+async def drive(args: argparse.Namespace, tpl: Templates, port: int, mgmt: int, transport: str,
+                samples: int, rate: float | None) -> dict[str, float]:
+    import aiohttp
+
+    metrics_url = f"http://127.0.0.1:{mgmt}/metrics"
+    clients = args.clients
+    reports_per_sample = args.reports_per_sample
+    async with aiohttp.ClientSession() as session:
+        before = await scrape(session, metrics_url)
+        base_reports = before.get("bench_reports_total", 0.0)
+        per_client = samples // clients
+        interval = (clients / rate) if rate else 0.0
+        start = time.monotonic()
+
+        async def ws_client(c: int) -> None:
+            room, member = divmod(c, 3)
+            url = f"ws://127.0.0.1:{port}/samples/bench/webapp?format=json"
+            async with session.ws_connect(url, max_msg_size=0) as ws:
+                for i in range(per_client):
+                    await ws.send_bytes(tpl.frame(i * 3 + member, room, member))
+                    if interval:
+                        await asyncio.sleep(max(0.0, start + (i + 1) * interval - time.monotonic()))
+                    elif i % 4 == 0:
+                        await asyncio.sleep(0)
+
+        async def rest_client(c: int) -> None:
+            room, member = divmod(c, 3)
+            url = f"http://127.0.0.1:{port}/rest/samples/bench/webapp?format=json"
+            for i in range(per_client):
+                async with session.post(url, data=tpl.frame(i * 3 + member, room, member),
+                                        headers={"Content-Type": "application/octet-stream"}) as resp:
+                    assert resp.status == 200
+                if interval:
+                    await asyncio.sleep(max(0.0, start + (i + 1) * interval - time.monotonic()))
+
+        worker = ws_client if transport == "ws" else rest_client
+        await asyncio.gather(*(worker(c) for c in range(clients)))
+        sent_done = time.monotonic()
+        target = base_reports + per_client * clients * reports_per_sample * 0.99
+        end, after = await wait_reports(session, metrics_url, target)
+        sent = per_client * clients
+        got_reports = after["bench_reports_total"] - base_reports
+        return {
+            "samples": sent,
+            "samples/s": sent / (end - start),
+            "reports/s": got_reports / (end - start),
+            "send s": sent_done - start,
+            "p50 ms": histogram_quantile(after, before, 0.5) * 1000,
+            "p99 ms": histogram_quantile(after, before, 0.99) * 1000,
+        }
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def active_clients_rss(tpl: Templates, port: int, mgmt: int, pid: int, active: int) -> tuple[float, float]:
+    import aiohttp
+
+    idle_rss = rss_mb(pid)
+    async with aiohttp.ClientSession() as session:
+        before = await scrape(session, f"http://127.0.0.1:{mgmt}/metrics")
+        sem = asyncio.Semaphore(64)
+
+        async def one(c: int) -> None:
+            room, member = divmod(c, 3)
+            async with sem, session.post(f"http://127.0.0.1:{port}/rest/samples/rss/webapp?format=json",
+                                         data=tpl.frame(member, 100_000 + room, member),
+                                         headers={"Content-Type": "application/octet-stream"}) as resp:
+                assert resp.status == 200
+
+        await asyncio.gather(*(one(c) for c in range(active)))
+        await asyncio.sleep(3.0)
+        after = await scrape(session, f"http://127.0.0.1:{mgmt}/metrics")
+        joined = after.get('observertc_pipeline_events_total{name="CLIENT_JOINED"}', float("nan")) - before.get(
+            'observertc_pipeline_events_total{name="CLIENT_JOINED"}', 0.0)
+    return rss_mb(pid) - idle_rss, rss_mb(pid) if joined == joined else float("nan")
+
+
+def bare_decode_rate(tpl: Templates, seconds: float = 2.0) -> float:
+    import orjson
+
+    frames = tpl.raw
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for data in frames:
+            orjson.loads(data)
+        n += len(frames)
+    return n / (time.perf_counter() - start)
+
+
+async def main(args: argparse.Namespace) -> None:
+    tpl = Templates()
+    port, mgmt = free_port(), free_port()
+    daemon = subprocess.Popen([sys.executable, __file__, "--daemon", "--port", str(port), "--mgmt", str(mgmt)],
+                              stdout=subprocess.PIPE)
+    try:
+        assert daemon.stdout is not None
+        assert daemon.stdout.readline().startswith(b"ready")
+        # calibrate reports per sample on a small warm-up
+        args.reports_per_sample = 1.0
+        warm = await drive(args, tpl, port, mgmt, "ws", args.clients * 2, None)
+        args.reports_per_sample = warm["reports/s"] / warm["samples/s"]
+        flood_ws = await drive(args, tpl, port, mgmt, "ws", args.samples, None)
+        paced_ws = await drive(args, tpl, port, mgmt, "ws", args.samples // 2, flood_ws["samples/s"] * 0.5)
+        flood_rest = await drive(args, tpl, port, mgmt, "rest", args.samples // 2, None)
+        growth, rss_total = await active_clients_rss(tpl, port, mgmt, daemon.pid, args.active)
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+    floor = bare_decode_rate(tpl)
+    print(f"\nobserver: one daemon process, JSON client frames ({len(tpl.raw)} templates, "
+          f"{statistics.mean(len(f) for f in tpl.raw) / 1024:.1f} KB avg), {args.clients} clients, "
+          f"{args.reports_per_sample:.1f} reports/sample")
+    print(f"{'run':34} {'samples':>8} {'samples/s':>10} {'reports/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    for name, r in (("websocket, flood", flood_ws), ("websocket, paced at 50% capacity", paced_ws),
+                    ("REST, flood (1 request/client)", flood_rest)):
+        print(f"{name:34} {r['samples']:8.0f} {r['samples/s']:10.0f} {r['reports/s']:10.0f} "
+              f"{r['p50 ms']:8.1f} {r['p99 ms']:8.1f}")
+    print(f"{'bare orjson.loads of the frames':34} {'':8} {floor:10.0f}")
+    print(f"ratio websocket end-to-end / bare decoding: {flood_ws['samples/s'] / floor:.3f}")
+    print(f"RSS with {args.active} active clients: {rss_total:.0f} MB total, +{growth:.0f} MB for the clients")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--daemon", action="store_true")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--mgmt", type=int)
+    parser.add_argument("--samples", type=int, default=20000)
+    parser.add_argument("--clients", type=int, default=300)
+    parser.add_argument("--active", type=int, default=10000)
+    cli = parser.parse_args()
+    if cli.daemon:
+        run_daemon(cli.port, cli.mgmt)
+    else:
+        asyncio.run(main(cli))
