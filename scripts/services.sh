@@ -85,16 +85,23 @@ start() {
 
 stop() {
   [[ -f "$PID_FILE" ]] || return 0
-  local name pid port
+  local name pid port pids=()
   while read -r name pid port; do
-    [[ -n "${pid:-}" ]] || continue
-    kill "$pid" 2>/dev/null || continue
-    for _ in $(seq 50); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -9 "$pid" 2>/dev/null || true
+    [[ -n "${pid:-}" ]] && kill "$pid" 2>/dev/null && pids+=("$pid")
   done <"$PID_FILE"
+  # SecantusDB takes ~4 s to stop on SIGTERM, moto ~2 s: wait for all of them together
+  local deadline=$((SECONDS + 10)) alive
+  while ((${#pids[@]})); do
+    alive=()
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
+    pids=("${alive[@]}")
+    ((${#pids[@]})) || break
+    if ((SECONDS >= deadline)); then
+      kill -9 "${pids[@]}" 2>/dev/null || true
+      break
+    fi
+    sleep 0.1
+  done
   rm -f "$PID_FILE"
 }
 
