@@ -29,7 +29,7 @@ from observer.config.schema import (
     K8sPodsDiscoveryConfig,
     StaticDiscoveryConfig,
 )
-from observer.management import ManagementServer
+from observer.management import ManagementServer, PrefixedCollector
 from observer.pipeline.expiry import Expirer
 from observer.pipeline.pipeline import Pipeline
 from observer.pipeline.settings import (
@@ -136,6 +136,9 @@ class ObserverApp:
                  extra_sinks: list[Any] | None = None) -> None:
         self.config = config
         self.registry = registry or CollectorRegistry()
+        # hamok's own metrics (hamok_*) are served as observertc_hamok_*
+        self.hamok_registry = CollectorRegistry()
+        self.registry.register(PrefixedCollector(self.hamok_registry, "observertc_"))
         self.local_id = _local_id(config)
         self.sinks = SinkGroup()
         for sink in extra_sinks or ():      # sinks built in code (benchmarks, embedding applications)
@@ -162,7 +165,8 @@ class ObserverApp:
         await self.sinks.start()
 
         self.grid = self._build_grid()
-        self.repositories = Repositories.on_grid(self.grid, use_backups=cfg.repository.use_backups)
+        self.repositories = Repositories.on_grid(self.grid, use_backups=cfg.repository.use_backups,
+                                                 registry=self.hamok_registry)
         await self.grid.start()
         self.discovery = self._build_discovery()
         if self.discovery is not None:
@@ -242,9 +246,9 @@ class ObserverApp:
                 cfg.endpoint.server_port,
                 advertised_host=_advertised_host(),
                 secret=cfg.secret,
-                registry=self.registry,
+                registry=self.hamok_registry,
             )
-        return StorageGrid(endpoint, gc, registry=self.registry)
+        return StorageGrid(endpoint, gc, registry=self.hamok_registry)
 
     def _build_discovery(self) -> Any:
         cfg = self.config.hamok

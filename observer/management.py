@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 
 class Readiness(Protocol):
@@ -48,3 +51,20 @@ class ManagementServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self._registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+class PrefixedCollector(Collector):
+    """Exposes another registry's metrics under a prefix: hamok names its metrics ``hamok_*``
+    (it is a library of its own), the observer serves them as ``observertc_hamok_*``."""
+
+    def __init__(self, source: CollectorRegistry, prefix: str) -> None:
+        self._source = source
+        self._prefix = prefix
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self._source.collect():
+            renamed = Metric(self._prefix + family.name, family.documentation, family.type, family.unit)
+            for sample in family.samples:
+                renamed.add_sample(self._prefix + sample.name, sample.labels, sample.value, sample.timestamp,
+                                   sample.exemplar)
+            yield renamed

@@ -85,13 +85,14 @@ def run_daemon(port: int, mgmt: int) -> None:
 
 # ----------------------------------------------------------------------------- load side
 class Templates:
-    """Client frames whose ids are rewritten per (room, client) by byte replacement."""
+    """Per-client frame sequences (as a real monitor sends them: its first frames carry the call's
+    meta data, later ones only stats), with ids rewritten per (room, client) by byte replacement."""
 
     def __init__(self) -> None:
         manifest = json.loads((FIXTURES / "manifest.json").read_text())
-        self.frames: list[tuple[bytes, list[bytes], bytes]] = []
+        sequences: dict[str, list[tuple[bytes, list[bytes], bytes]]] = {}
         self.raw: list[bytes] = []
-        for entry in manifest["files"]:
+        for entry in sorted(manifest["files"], key=lambda e: (e["scenario"], e["order"])):
             if entry["format"] != "json" or not entry["contains"]["clientSamples"]:
                 continue
             data = (FIXTURES / entry["file"]).read_bytes()
@@ -100,13 +101,18 @@ class Templates:
                    *c["sfuStreamIds"], *c["sfuSinkIds"]]
             sample = json.loads(data)["clientSamples"][0]
             ts_bytes = json.dumps(sample["timestamp"]).encode()
-            self.frames.append((data, [i.encode() for i in ids], ts_bytes if ts_bytes in data else b""))
+            sequences.setdefault(c["clientIds"][0], []).append(
+                (data, [i.encode() for i in ids], ts_bytes if ts_bytes in data else b""))
             self.raw.append(data)
-            self.rooms = c["roomIds"]
+        self.sequences = list(sequences.values())
         self.room_names = sorted({r.encode() for e in manifest["files"] for r in e["contains"].get("roomIds", [])})
 
-    def frame(self, index: int, room: int, client: int) -> bytes:
-        data, ids, ts = self.frames[index % len(self.frames)]
+    def frame(self, tick: int, room: int, client: int) -> bytes:
+        """The ``tick``-th frame of a client: the recorded ones first, then the last two alternate."""
+        sequence = self.sequences[(room * 3 + client) % len(self.sequences)]
+        if tick >= len(sequence):
+            tick = len(sequence) - 2 + (tick - len(sequence)) % 2
+        data, ids, ts = sequence[tick]
         tag = b"%012x" % (room * 16 + client)
         for original in ids:
             data = data.replace(original, original[:-12] + tag)
@@ -180,6 +186,8 @@ async def drive(args: argparse.Namespace, tpl: Templates, port: int, mgmt: int, 
         before = await scrape(session, metrics_url)
         base_reports = before.get("bench_reports_total", 0.0)
         per_client = samples // clients
+        tick0 = args.ticks_sent
+        args.ticks_sent += per_client
         interval = (clients / rate) if rate else 0.0
         start = time.monotonic()
 
@@ -188,7 +196,7 @@ async def drive(args: argparse.Namespace, tpl: Templates, port: int, mgmt: int, 
             url = f"ws://127.0.0.1:{port}/samples/bench/webapp?format=json"
             async with session.ws_connect(url, max_msg_size=0) as ws:
                 for i in range(per_client):
-                    await ws.send_bytes(tpl.frame(i * 3 + member, room, member))
+                    await ws.send_bytes(tpl.frame(tick0 + i, room, member))
                     if interval:
                         await asyncio.sleep(max(0.0, start + (i + 1) * interval - time.monotonic()))
                     elif i % 4 == 0:
@@ -198,7 +206,7 @@ async def drive(args: argparse.Namespace, tpl: Templates, port: int, mgmt: int, 
             room, member = divmod(c, 3)
             url = f"http://127.0.0.1:{port}/rest/samples/bench/webapp?format=json"
             for i in range(per_client):
-                async with session.post(url, data=tpl.frame(i * 3 + member, room, member),
+                async with session.post(url, data=tpl.frame(tick0 + i, room, member),
                                         headers={"Content-Type": "application/octet-stream"}) as resp:
                     assert resp.status == 200
                 if interval:
@@ -238,7 +246,7 @@ async def active_clients_rss(tpl: Templates, port: int, mgmt: int, pid: int, act
         async def one(c: int) -> None:
             room, member = divmod(c, 3)
             async with sem, session.post(f"http://127.0.0.1:{port}/rest/samples/rss/webapp?format=json",
-                                         data=tpl.frame(member, 100_000 + room, member),
+                                         data=tpl.frame(0, 100_000 + room, member),
                                          headers={"Content-Type": "application/octet-stream"}) as resp:
                 assert resp.status == 200
 
@@ -270,6 +278,7 @@ async def main(args: argparse.Namespace) -> None:
     try:
         assert daemon.stdout is not None
         assert daemon.stdout.readline().startswith(b"ready")
+        args.ticks_sent = 0
         await drive(args, tpl, port, mgmt, "ws", args.clients * 2, None)   # warm-up: clients join
         flood_ws = await drive(args, tpl, port, mgmt, "ws", args.samples, None)
         paced_ws = await drive(args, tpl, port, mgmt, "ws", args.samples // 2, flood_ws["samples/s"] * 0.5)
