@@ -1,0 +1,50 @@
+"""Entities on hamok storages: the observer's shared state (spec/observer.md §3)."""
+
+from observer.repositories.codecs import entity_codec
+from observer.repositories.entities import (
+    AUDIO,
+    VIDEO,
+    Call,
+    Client,
+    InboundTrack,
+    OutboundTrack,
+    PadRef,
+    PeerConnection,
+    Room,
+    Sfu,
+    SfuInboundRtpPad,
+    SfuMediaSink,
+    SfuMediaStream,
+    SfuOutboundRtpPad,
+    SfuSctpChannel,
+    SfuTransport,
+    TrackRef,
+    replace,
+)
+from observer.repositories.repositories import KINDS, Repositories, room_key, ssrc_key
+
+__all__ = [
+    "AUDIO",
+    "KINDS",
+    "VIDEO",
+    "Call",
+    "Client",
+    "InboundTrack",
+    "OutboundTrack",
+    "PadRef",
+    "PeerConnection",
+    "Repositories",
+    "Room",
+    "Sfu",
+    "SfuInboundRtpPad",
+    "SfuMediaSink",
+    "SfuMediaStream",
+    "SfuOutboundRtpPad",
+    "SfuSctpChannel",
+    "SfuTransport",
+    "TrackRef",
+    "entity_codec",
+    "replace",
+    "room_key",
+    "ssrc_key",
+]
