@@ -115,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(observer.app.run(config))
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # a port in use, an address that is not ours: say which, not a traceback
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -235,6 +235,8 @@ class ObserverApp:
     def _build_grid(self) -> StorageGrid:
         cfg = self.config.hamok
         gc = grid_config(self.config, self.local_id)
+        if cfg.endpoint is not None and not cfg.secret:
+            log.warning("hamok.secret is not set: peers are not authenticated (set it on every daemon)")
         if cfg.endpoint is None:
             endpoint: Any = InMemoryNetwork().endpoint(self.local_id)    # single node, no network
         else:

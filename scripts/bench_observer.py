@@ -107,8 +107,9 @@ class Templates:
         self.sequences = list(sequences.values())
         self.room_names = sorted({r.encode() for e in manifest["files"] for r in e["contains"].get("roomIds", [])})
 
-    def frame(self, tick: int, room: int, client: int) -> bytes:
-        """The ``tick``-th frame of a client: the recorded ones first, then the last two alternate."""
+    def frame(self, tick: int, room: int, client: int, timestamp_ms: int | None = None) -> bytes:
+        """The ``tick``-th frame of a client: the recorded ones first, then the last two alternate.
+        The sample's timestamp is ``timestamp_ms`` (default: now)."""
         sequence = self.sequences[(room * 3 + client) % len(self.sequences)]
         if tick >= len(sequence):
             tick = len(sequence) - 2 + (tick - len(sequence)) % 2
@@ -119,8 +120,14 @@ class Templates:
         for name in self.room_names:
             data = data.replace(name, b"bench-room-%08d" % room)
         if ts:
-            data = data.replace(ts, b"%d" % int(time.time() * 1000))
+            data = data.replace(ts, b"%d" % (int(time.time() * 1000) if timestamp_ms is None else timestamp_ms))
         return data
+
+    def client_id(self, room: int, client: int) -> str:
+        """The clientId the frames of (room, client) carry."""
+        sequence = self.sequences[(room * 3 + client) % len(self.sequences)]
+        original = sequence[0][1][0]
+        return (original[:-12] + b"%012x" % (room * 16 + client)).decode()
 
 
 def free_port() -> int:
