@@ -11,10 +11,11 @@ entries, and the other processes' separated entries read across the grid.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 
-BASE_PORT = 5700
+BASE_PORT = int(os.environ.get("HAMOK_EXAMPLE_BASE_PORT", "5700"))
 NODES = 3
 
 

@@ -128,3 +128,22 @@ async def test_chaos_kill_and_restart_while_writing(chaos_rounds: int = 4) -> No
         assert len(acked) > 50
         assert doubled == []
         await _assert_everyone_has(cluster, acked)
+
+
+def test_standalone_example_runs_a_three_process_grid() -> None:
+    """examples/hamok_counter.py: three processes, one cluster, 300 replicated entries everywhere."""
+    import subprocess
+
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "hamok_counter.py")
+    from hamok_cluster import free_port
+
+    base = free_port()
+    while base > 65000:
+        base = free_port()
+    env = dict(os.environ, HAMOK_EXAMPLE_BASE_PORT=str(base))
+    result = subprocess.run([sys.executable, example], capture_output=True, text=True, timeout=90, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("node")]
+    assert len(lines) == 3, result.stdout
+    assert all("replicated=300" in line and "separated=['node0', 'node1', 'node2']" in line for line in lines), lines
+    assert len({line.split("leader=")[1].split()[0] for line in lines}) == 1
