@@ -33,7 +33,7 @@ FIXTURES = SHARED / "fixtures"
 
 
 # ----------------------------------------------------------------------------- daemon side
-def run_daemon(port: int, mgmt: int) -> None:
+def run_daemon(port: int, mgmt: int, sinks: dict[str, Any] | None = None) -> None:
     from prometheus_client import Counter, Histogram
 
     from observer.app import ObserverApp
@@ -67,7 +67,7 @@ def run_daemon(port: int, mgmt: int) -> None:
 
     config = load_config(None, env={}, overrides={
         "micronaut": {"server": {"port": port}}, "endpoints": {"all": {"port": mgmt}},
-        "observer": {"sinks": {"off": {"type": "LoggerSink", "enabled": False}},
+        "observer": {"sinks": sinks or {"off": {"type": "LoggerSink", "enabled": False}},
                      "security": {"printConfigs": False}},
     })
 
@@ -265,6 +265,26 @@ async def active_clients_rss(tpl: Templates, port: int, mgmt: int, pid: int, act
     return rss_mb(pid) - idle_rss, rss_mb(pid) if joined == joined else float("nan")
 
 
+async def flood_rate(tpl: Templates, samples: int, clients: int, sinks: dict[str, Any] | None = None,
+                     ) -> dict[str, float]:
+    """Start a daemon (optionally with extra sinks besides the counting one), warm it up, and
+    measure one websocket flood."""
+    port, mgmt = free_port(), free_port()
+    cmd = [sys.executable, __file__, "--daemon", "--port", str(port), "--mgmt", str(mgmt)]
+    if sinks:
+        cmd += ["--sinks-json", json.dumps(sinks)]
+    daemon = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+    try:
+        assert daemon.stdout is not None
+        assert daemon.stdout.readline().startswith(b"ready")
+        args = argparse.Namespace(clients=clients, ticks_sent=0)
+        await drive(args, tpl, port, mgmt, "ws", clients * 2, None)
+        return await drive(args, tpl, port, mgmt, "ws", samples, None)
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+
+
 def bare_decode_rate(tpl: Templates, seconds: float = 2.0) -> float:
     import orjson
 
@@ -315,8 +335,9 @@ if __name__ == "__main__":
     parser.add_argument("--samples", type=int, default=20000)
     parser.add_argument("--clients", type=int, default=300)
     parser.add_argument("--active", type=int, default=10000)
+    parser.add_argument("--sinks-json", default=None, help="daemon mode: the observer.sinks block (JSON)")
     cli = parser.parse_args()
     if cli.daemon:
-        run_daemon(cli.port, cli.mgmt)
+        run_daemon(cli.port, cli.mgmt, json.loads(cli.sinks_json) if cli.sinks_json else None)
     else:
         asyncio.run(main(cli))

@@ -223,14 +223,59 @@ async def run(only: set[str] | None, scale: float) -> None:
         print(f"{label:<16}{batch_size:>11}{total:>10}{elapsed:>9.2f}{total / elapsed:>12,.0f}")
 
 
+async def pipeline_with_all_sinks(samples: int) -> None:
+    """The pipeline's samples/s with every sink enabled at once vs a counting sink alone, same run."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_observer
+
+    tpl = bench_observer.Templates()
+    tmp = Path(tempfile.mkdtemp(prefix="observer-bench-all-"))
+    unique = f"benchall{uuid.uuid4().hex[:8]}"
+    with servers() as ports:
+        moto = f"http://127.0.0.1:{ports['moto']}"
+        await aws_setup(moto, unique, unique)
+        async with ws_server() as ws_port:
+            sinks = {
+                "file": {"type": "FileSink", "config": {"path": str(tmp / "reports.jsonl")}},
+                "websocket": {"type": "WebsocketSink", "config": {"uri": f"ws://127.0.0.1:{ws_port}"}},
+                "kafka": {"type": "KafkaSink", "config": {"topic": unique, "properties": {
+                    "bootstrap.servers": f"127.0.0.1:{ports['kafka']}", "linger.ms": 5}}},
+                "mongo": {"type": "MongoSink", "config": {"uri": f"mongodb://127.0.0.1:{ports['mongo']}",
+                                                         "database": unique}},
+                "firehose": {"type": "FirehoseSink", "config": {"regionId": REGION, "endpointOverride": moto,
+                                                               "defaultDeliveryStreamId": unique,
+                                                               "encodingType": "CSV"}},
+                "s3": {"type": "AwsS3Sink", "config": {"regionId": REGION, "endpointOverride": moto,
+                                                      "bucketName": unique, "defaultPrefix": "all",
+                                                      "encodingType": "JSON"}},
+            }
+            alone = await bench_observer.flood_rate(tpl, samples, 150)
+            together = await bench_observer.flood_rate(tpl, samples, 150, sinks)
+        for sink_type, config in (("MongoSink", {"uri": f"mongodb://127.0.0.1:{ports['mongo']}"}),
+                                  ("FirehoseSink", {}), ("AwsS3Sink", {})):
+            with contextlib.suppress(Exception):
+                await cleanup(sink_type, config, moto, unique)
+    print(f"\npipeline with every sink enabled at once vs a counting sink alone ({samples} client samples, "
+          "websocket flood, same run)")
+    print(f"{'sinks':34} {'samples/s':>10} {'reports/s':>10}")
+    print(f"{'counting sink':34} {alone['samples/s']:10.0f} {alone['reports/s']:10.0f}")
+    print(f"{'counting + file, ws, kafka, mongo, firehose, s3':34} {together['samples/s']:10.0f} "
+          f"{together['reports/s']:10.0f}")
+    print(f"ratio all sinks / counting sink: {together['samples/s'] / alone['samples/s']:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help="comma-separated sink labels (logger,file,socket,websocket,kafka,mongo,"
                                        "firehose,s3 or a full label such as s3-csv)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the report counts")
+    parser.add_argument("--pipeline-samples", type=int, default=6000,
+                        help="client samples for the all-sinks vs counting-sink pipeline run (0: skip it)")
     args = parser.parse_args()
     only = set(args.only.split(",")) if args.only else None
     asyncio.run(run(only, args.scale))
+    if args.pipeline_samples:
+        asyncio.run(pipeline_with_all_sinks(args.pipeline_samples))
 
 
 if __name__ == "__main__":
