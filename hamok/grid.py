@@ -25,6 +25,9 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from .config import GridConfig
 from .errors import ClosedError, DecodeError, HamokTimeoutError, NoLeaderError
@@ -139,8 +142,7 @@ class _GridMetrics:
               registry=reg).set_function(lambda: grid.raft.commit_index)
         Gauge("hamok_raft_log_size", "Raft log entries retained",
               registry=reg).set_function(lambda: grid.raft.log_size)
-        self.storage_size = Gauge("hamok_storage_local_entries", "Entries held locally per storage",
-                                  ["storage"], registry=reg)
+        reg.register(_StorageSizes(grid))
         # labelled children resolved once per message type: labels() is costly on the raft hot path
         self._sent_children: dict[MessageType, Any] = {}
         self._received_children: dict[MessageType, Any] = {}
@@ -158,6 +160,23 @@ class _GridMetrics:
             child = self._received_children[mtype] = self.messages_received.labels(mtype.name)
         child.inc()
         self.bytes_received.inc(size)
+
+
+class _StorageSizes(Collector):
+    """``hamok_storage_local_entries{storage}``: read from the storages at scrape time."""
+
+    def __init__(self, grid: StorageGrid) -> None:
+        self._grid = grid
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily("hamok_storage_local_entries", "Entries held locally per storage",
+                                   labels=["storage"])
+        for storage_id, storage in self._grid._storages.items():
+            local = getattr(storage, "local", storage)       # a replicated storage keeps a MemoryStorage
+            size = getattr(local, "local_size", None)
+            if callable(size):
+                family.add_metric([storage_id], float(size()))
+        yield family
 
 
 class StorageGrid:
