@@ -29,6 +29,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from ._support import BackgroundTasks
 from .config import GridConfig
 from .errors import ClosedError, DecodeError, HamokTimeoutError, NoLeaderError
 from .messages import Message, MessageType, decode, encode, is_response
@@ -206,7 +207,7 @@ class StorageGrid:
         self._tick_scheduled = False
         self._last_maintenance = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks(logger, f"hamok grid {self.local_id}")
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
         self._started = False
@@ -240,8 +241,7 @@ class StorageGrid:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
         for pending in self._pending.values():
             if not pending.future.done():
                 pending.future.cancel()
@@ -259,15 +259,7 @@ class StorageGrid:
         await self.close()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("hamok grid task failed", exc_info=task.exception())
+        return self._tasks.spawn(coro)
 
     # ------------------------------------------------------------------ state
     @property

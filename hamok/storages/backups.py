@@ -41,13 +41,13 @@ import contextlib
 import functools
 import hashlib
 import logging
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from .._support import PerRegistry
 from ..codec import Codec
 from ..errors import ClosedError
 from ..messages import Message, MessageType
@@ -141,15 +141,7 @@ class _Metrics:
                                ["backups"], registry=registry)
 
 
-_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
-
-
-def _metrics_for(registry: CollectorRegistry | None) -> _Metrics:
-    reg = registry if registry is not None else CollectorRegistry()
-    metrics = _METRICS.get(reg)
-    if metrics is None:
-        metrics = _METRICS[reg] = _Metrics(reg)
-    return metrics
+_metrics_for = PerRegistry(_Metrics)
 
 
 class Backups:

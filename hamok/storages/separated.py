@@ -38,13 +38,13 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from .._support import BackgroundTasks, PerRegistry
 from ..codec import MSGPACK, Codec
 from ..errors import ClosedError
 from ..messages import Message, MessageType, response_type_of
@@ -107,16 +107,7 @@ class _Metrics:
                                    ["storage"], registry=registry)
 
 
-# one set of collectors per registry, labelled by storage id, so several storages can share a registry
-_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
-
-
-def _metrics_for(registry: CollectorRegistry | None) -> _Metrics:
-    reg = registry if registry is not None else CollectorRegistry()
-    metrics = _METRICS.get(reg)
-    if metrics is None:
-        metrics = _METRICS[reg] = _Metrics(reg)
-    return metrics
+_metrics_for = PerRegistry(_Metrics)
 
 
 class SeparatedStorage(Storage[K, V], Generic[K, V]):
@@ -153,7 +144,7 @@ class SeparatedStorage(Storage[K, V], Generic[K, V]):
         self._collision_listeners: list[Callable[[Collision], None]] = []
         self._metrics = _metrics_for(registry)
         self._metrics.local_entries.labels(storage_id).set_function(self.local.local_size)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks(logger, f"separated storage {storage_id}")
         self._join_checks: set[str] = set()
         self._join_checker: asyncio.Task[None] | None = None
         self._closed = False
@@ -604,15 +595,7 @@ class SeparatedStorage(Storage[K, V], Generic[K, V]):
             raise ClosedError(f"storage {self.id} is closed")
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.warning("background task of %s failed: %s", self.id, task.exception())
+        return self._tasks.spawn(coro)
 
     async def close(self) -> None:
         """Leave the grid. Backups are detached first, so the mirrors of our entries stay on
@@ -622,11 +605,7 @@ class SeparatedStorage(Storage[K, V], Generic[K, V]):
         self._closed = True
         if self._grid_unsubscribe is not None:
             self._grid_unsubscribe()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._tasks.cancel_and_wait()
         if self.backups is not None:
             self.backups.detach(self)
         self.grid.unregister_storage(self.id)
