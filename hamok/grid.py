@@ -220,6 +220,7 @@ class StorageGrid:
         self._last_hello = 0.0
         self._last_join_attempt = 0.0
         self._removing: set[str] = set()
+        self._cluster_init_sent = False
         self.metrics = _GridMetrics(self, registry)
         self.raft = self._new_raft([])
         endpoint.set_listener(self)
@@ -584,7 +585,7 @@ class StorageGrid:
             self._last_leader = leader
             self.events.emit("leader_changed", leader)
         if self.raft.is_leader and self.machine.cluster is None and self._joining is None \
-                and not getattr(self, "_cluster_init_sent", False):
+                and not self._cluster_init_sent:
             self._cluster_init_sent = True
             self._spawn(self._init_cluster())
         idle = self.config.peer_max_idle_ms / 1000
