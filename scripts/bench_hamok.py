@@ -19,6 +19,7 @@ import os
 import statistics
 import sys
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -92,15 +93,36 @@ async def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
         cluster.stop()
 
 
+def _keep_best(best: dict[str, Any], run: dict[str, Any]) -> None:
+    for key, value in run.items():
+        if key not in best:
+            best[key] = value
+        elif key == "failover s (all)":
+            best[key] = best[key] + value
+        elif key.endswith(" ms"):
+            best[key] = min(best[key], value)          # lower is better
+        else:
+            best[key] = max(best[key], value)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seq", type=int, default=2000)
     parser.add_argument("--conc", type=int, default=20000)
     parser.add_argument("--sep", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="runs per mode, alternating hamok and raw; the best of each is kept, so a "
+                             "load spike from other processes does not decide the ratio")
     args = parser.parse_args()
-    ours = await run_mode("hamok", args)
-    raw = await run_mode("raw", args)
+    ours: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
+    for _ in range(args.repeat):
+        for mode, best in (("hamok", ours), ("raw", raw)):
+            _keep_best(best, await run_mode(mode, args))
+    for figures in (ours, raw):
+        if figures.get("failover s (all)"):
+            figures["failover s (median)"] = statistics.median(figures["failover s (all)"])
     print(f"\nhamok vs raw pysyncobj 0.3.17 — 3 processes on 127.0.0.1, ~100 B values, "
           f"seq={args.seq} conc={args.conc} rounds={args.rounds}")
     print(f"{'figure':52} {'hamok':>10} {'raw':>10} {'ratio':>7}")
