@@ -135,6 +135,27 @@ _meta_builders: dict[str, PayloadFn] = {
 
 _EMPTY: Mapping[str, Any] = {}
 _META = ReportType.CALL_META_DATA
+# sample keys that yield reports only now and then (meta data on a client's first samples, extension
+# stats, custom events): one set test skips all of them for a steady-state sample
+_RARE_KEYS = frozenset(
+    [key for key, _, _ in _META_OBJECTS + _META_LISTS] + [key for key, _ in _META_STRINGS]
+    + ["localSDPs", "extensionStats", "customCallEvents"]
+)
+
+# module constants: an enum member lookup costs a metaclass attribute access per report
+_TRANSPORT = ReportType.PEER_CONNECTION_TRANSPORT
+_ICE_PAIR = ReportType.ICE_CANDIDATE_PAIR
+_INBOUND = (
+    ("inboundAudioTracks", _build_inbound_audio, ReportType.INBOUND_AUDIO_TRACK),
+    ("inboundVideoTracks", _build_inbound_video, ReportType.INBOUND_VIDEO_TRACK),
+)
+_OUTBOUND = (
+    ("outboundAudioTracks", _build_outbound_audio, ReportType.OUTBOUND_AUDIO_TRACK),
+    ("outboundVideoTracks", _build_outbound_video, ReportType.OUTBOUND_VIDEO_TRACK),
+)
+_DATA_CHANNEL = ReportType.PEER_CONNECTION_DATA_CHANNEL
+_EXTENSION = ReportType.CLIENT_EXTENSION_DATA
+_CUSTOM_EVENT = ReportType.CALL_EVENT
 
 
 def build_client_reports(
@@ -163,31 +184,36 @@ def build_client_reports(
     labels = _peer_connection_labels(sample)
 
     for el in elements(sample, "pcTransports", SAMPLE_SCHEMA):
-        own = el.get("label")
-        payload = _build_transport(el, ctx, {"label": own if own else _label(labels, el)})
+        label = el.get("label")
+        if not label:
+            pc_id = el.get("peerConnectionId")
+            label = labels.get(pc_id) if pc_id.__class__ is str else None
+        payload = _build_transport(el, ctx, {"label": label})
         if payload is not None:
-            append(Report(ReportType.PEER_CONNECTION_TRANSPORT, payload))
+            append(Report(_TRANSPORT, payload))
     for el in elements(sample, "iceCandidatePairs", SAMPLE_SCHEMA):
-        own = el.get("label")
-        payload = _build_ice_pair(el, ctx, {"label": own if own else _label(labels, el)})
+        label = el.get("label")
+        if not label:
+            pc_id = el.get("peerConnectionId")
+            label = labels.get(pc_id) if pc_id.__class__ is str else None
+        payload = _build_ice_pair(el, ctx, {"label": label})
         if payload is not None:
-            append(Report(ReportType.ICE_CANDIDATE_PAIR, payload))
+            append(Report(_ICE_PAIR, payload))
 
-    for key, build, report_type in (
-        ("inboundAudioTracks", _build_inbound_audio, ReportType.INBOUND_AUDIO_TRACK),
-        ("inboundVideoTracks", _build_inbound_video, ReportType.INBOUND_VIDEO_TRACK),
-    ):
+    for key, build, report_type in _INBOUND:
         for el in elements(sample, key, SAMPLE_SCHEMA):
+            pc_id = el.get("peerConnectionId")
+            label = labels.get(pc_id) if pc_id.__class__ is str else None
             track_id = el.get("trackId")
             match = matches.get(track_id) if matches and track_id.__class__ is str else None
             if match is None:
                 if drop_unmatched_inbound:
                     ISSUES.report_dropped(report_type.value, "unmatched inbound track (dropUnmatchedReports)")
                     continue
-                ex: Mapping[str, Any] = {"label": _label(labels, el)}
+                ex: Mapping[str, Any] = {"label": label}
             else:
                 ex = {
-                    "label": _label(labels, el),
+                    "label": label,
                     "remoteTrackId": match.track_id,
                     "remoteUserId": match.user_id,
                     "remoteClientId": match.client_id,
@@ -197,20 +223,25 @@ def build_client_reports(
             if payload is not None:
                 append(Report(report_type, payload))
 
-    for key, build, report_type in (
-        ("outboundAudioTracks", _build_outbound_audio, ReportType.OUTBOUND_AUDIO_TRACK),
-        ("outboundVideoTracks", _build_outbound_video, ReportType.OUTBOUND_VIDEO_TRACK),
-    ):
+    for key, build, report_type in _OUTBOUND:
         for el in elements(sample, key, SAMPLE_SCHEMA):
-            payload = build(el, ctx, {"label": _label(labels, el)})
+            pc_id = el.get("peerConnectionId")
+            payload = build(el, ctx, {"label": labels.get(pc_id) if pc_id.__class__ is str else None})
             if payload is not None:
                 append(Report(report_type, payload))
 
     for el in elements(sample, "dataChannels", SAMPLE_SCHEMA):
-        payload = _build_data_channel(el, ctx, {"label": _label(labels, el)})
+        pc_id = el.get("peerConnectionId")
+        payload = _build_data_channel(el, ctx, {"label": labels.get(pc_id) if pc_id.__class__ is str else None})
         if payload is not None:
-            append(Report(ReportType.PEER_CONNECTION_DATA_CHANNEL, payload))
+            append(Report(_DATA_CHANNEL, payload))
 
+    if not _RARE_KEYS.isdisjoint(sample):
+        _append_rare_reports(sample, ctx, append)
+    return reports
+
+
+def _append_rare_reports(sample: Mapping[str, Any], ctx: Mapping[str, Any], append: Any) -> None:
     _append_meta_reports(sample, ctx, append)
 
     for el in elements(sample, "extensionStats", SAMPLE_SCHEMA):
@@ -218,15 +249,14 @@ def build_client_reports(
         if payload is None:
             continue
         if not _is_json(payload["payload"]):
-            ISSUES.report_dropped(ReportType.CLIENT_EXTENSION_DATA.value, "payload is not valid JSON")
+            ISSUES.report_dropped(_EXTENSION.value, "payload is not valid JSON")
             continue
-        append(Report(ReportType.CLIENT_EXTENSION_DATA, payload))
+        append(Report(_EXTENSION, payload))
 
     for el in elements(sample, "customCallEvents", SAMPLE_SCHEMA):
         payload = _build_custom_event(el, ctx, _EMPTY)
         if payload is not None:
-            append(Report(ReportType.CALL_EVENT, payload))
-    return reports
+            append(Report(_CUSTOM_EVENT, payload))
 
 
 def _append_meta_reports(sample: Mapping[str, Any], ctx: Mapping[str, Any], append: Any) -> None:
@@ -272,20 +302,21 @@ def _peer_connection_labels(sample: Mapping[str, Any]) -> dict[str, str]:
     """pcId -> the PC's label, from its transports or ICE candidate pairs (first one wins)."""
     labels: dict[str, str] = {}
     for key in ("pcTransports", "iceCandidatePairs"):
-        for el in elements(sample, key, SAMPLE_SCHEMA, count=False):
+        items = sample.get(key)
+        if items.__class__ is not list:  # reported (and counted) by the report loops
+            continue
+        for el in items:
+            if el.__class__ is not dict:
+                continue
             label = el.get("label")
+            if not label:
+                continue
             pc_id = el.get("peerConnectionId")
-            if label and pc_id.__class__ is str and pc_id not in labels:
+            if pc_id.__class__ is str and pc_id not in labels:
                 text = label if label.__class__ is str else to_str(label)
                 if text is not None:
                     labels[pc_id] = text
     return labels
-
-
-def _label(labels: Mapping[str, str], el: Mapping[str, Any]) -> str | None:
-    pc_id = el.get("peerConnectionId")
-    return labels.get(pc_id) if pc_id.__class__ is str else None
-
 
 
 def _strings(sample: Mapping[str, Any], key: str) -> list[str]:

@@ -5,8 +5,9 @@ The 18 report schemas (and the sample sub-records used by CALL_META_DATA payload
 from the package data. For each (schema, field sources) pair a small function is generated that
 reads every field from its source mapping, coerces it to the schema type and returns the payload
 dict (or None when a required field is missing). The generated code is straight-line so the common
-case (the value already has the right type) costs one class check per field; building reports is
-the observer's hot path.
+case (the value already has the right type) costs one class check per field, and the mismatches
+every monitor sends (ints in double fields, fractional ints) are converted inline; building reports
+is the observer's hot path (scripts/bench_reports.py measures it).
 
 Coercion rules (monitors send stats that do not follow the schema types):
 - int/long: int as is; float truncated toward zero (Jackson does the same); bool -> 0/1; numeric
@@ -22,6 +23,7 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import math
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
@@ -203,16 +205,29 @@ _SLOW_COERCERS: dict[str, Callable[[Any], Any]] = {
     "boolean": to_bool,
 }
 
-# the fast-path test of a value {v}: True when it must go through the slow coercer
-_NEEDS_COERCION = {
-    "string": "{v}.__class__ is not str",
-    "int": f"{{v}}.__class__ is not int or not {_INT32_MIN} <= {{v}} <= {_INT32_MAX}",
-    # Python ints beyond int64 cannot come out of the JSON/protobuf decoders in practice; the slow
-    # path (non-int values) still checks the range.
-    "long": "{v}.__class__ is not int",
-    "float": "{v}.__class__ is not float",
-    "double": "{v}.__class__ is not float",
-    "boolean": "{v}.__class__ is not bool",
+# The generated test that a value {v} already has the schema type (None fails it). Python ints
+# beyond int64 cannot come out of the JSON/protobuf decoders in practice, so long fields only check
+# the class (the slow path still checks the range).
+_HAS_TYPE = {
+    "string": "{v}.__class__ is str",
+    "int": f"{{v}}.__class__ is int and {_INT32_MIN} <= {{v}} <= {_INT32_MAX}",
+    "long": "{v}.__class__ is int",
+    "float": "{v}.__class__ is float",
+    "double": "{v}.__class__ is float",
+    "boolean": "{v}.__class__ is bool",
+}
+# (test, conversion) done inline for the mismatches monitors send on every sample (ints in double
+# fields, fractional numbers in int/long fields, numbers in string fields); the result is what the
+# slow coercer gives. A float strictly between lo - 1 and hi + 1 truncates into [lo, hi].
+_INLINE_CONVERSION: dict[str, tuple[str, str] | None] = {
+    "string": ("{v}.__class__ is int", "str({v})"),
+    "int": (f"{{v}}.__class__ is float and {float(_INT32_MIN - 1)!r} < {{v}} < {float(_INT32_MAX + 1)!r}",
+            "int({v})"),
+    "long": (f"{{v}}.__class__ is float and {float(_INT64_MIN)!r} <= {{v}} < {float(_INT64_MAX + 1)!r}",
+             "int({v})"),
+    "float": ("{v}.__class__ is int", "float({v})"),
+    "double": ("{v}.__class__ is int", "float({v})"),
+    "boolean": None,
 }
 
 
@@ -304,6 +319,10 @@ def compile_payload(schema: str, fields: Sequence[FieldSpec],
     ``sources`` maps a field name to where it is read from; fields not listed are read from ``el``
     under their own name. ``schema`` names the schema in the issue counters. The payload is None
     when a required field has no value; that drop is counted.
+
+    The payload starts as a copy of an all-None template and gets the present values stored into
+    it: copying a prebuilt dict and replacing values costs far less than building a dict of 50
+    keys (a dict display or ``dict(zip())`` inserts and hashes every key anew).
     """
     sources = dict(sources or {})
     unknown = set(sources) - {f.name for f in fields}
@@ -314,37 +333,79 @@ def compile_payload(schema: str, fields: Sequence[FieldSpec],
     if len(sources) < len(fields):
         used.add("el")
     lines += [f"    {mapping}_get = {mapping}.get" for mapping in ("el", "ex") if mapping in used]
-    for i, f in enumerate(fields):
+    lines.append("    p = _new_payload()")
+    for f in fields:
         alternatives = sources.get(f.name, (("el", f.name),))
         lines.append(f"    # {f.name}")
-        if not alternatives:
-            lines.append(f"    f{i} = None")
-        for n, (mapping, key) in enumerate(alternatives):
+        for mapping, _ in alternatives:
             if mapping not in _MAPPINGS:
                 raise ValueError(f"{schema}.{f.name}: unknown source mapping {mapping!r}")
+        if not alternatives:
+            continue  # stays None
+        if len(alternatives) == 1 and not f.required:
+            lines += _store_lines(f, *alternatives[0])
+            continue
+        for n, (mapping, key) in enumerate(alternatives):
             indent = "    "
             if n > 0:
-                lines.append(f"    if f{i} is None:")
+                lines.append("    if v is None:")
                 indent = "        "
-            if mapping == "ctx":
-                # the context was built by a payload builder itself: every key is there, coerced
-                lines.append(f"{indent}f{i} = ctx[{key!r}]")
-                continue
-            check = _NEEDS_COERCION[f.type].format(v=f"f{i}")
-            lines.append(f"{indent}f{i} = {mapping}_get({key!r})")
-            lines.append(f"{indent}if ({check}) and f{i} is not None:")
-            lines.append(f"{indent}    f{i} = _coerce_{f.type}(f{i}, {f.name!r})")
+            lines += _local_lines(f, mapping, key, indent)
         if f.required:
-            lines.append(f"    if f{i} is None:")
+            lines.append("    if v is None:")
             lines.append(f"        return _missing({f.name!r})")
-    items = ", ".join(f"{f.name!r}: f{i}" for i, f in enumerate(fields))
-    lines.append(f"    return {{{items}}}")
-    namespace: dict[str, Any] = {"_missing": _missing_reporter(schema)}
+        lines.append(f"    p[{f.name!r}] = v")
+    lines.append("    return p")
+    # interned keys: the generated code's literals are interned, so its stores find them by identity
+    template = dict.fromkeys(sys.intern(f.name) for f in fields)
+    namespace: dict[str, Any] = {"_missing": _missing_reporter(schema), "_new_payload": template.copy}
     for type_ in {f.type for f in fields}:
         namespace[f"_coerce_{type_}"] = _slow_path(schema, _SLOW_COERCERS[type_])
     exec(compile("\n".join(lines), f"<payload builder {schema}>", "exec"), namespace)
     fn: PayloadFn = namespace["build"]
     return fn
+
+
+def _store_lines(f: FieldSpec, mapping: str, key: str) -> list[str]:
+    """Generated code storing ``f``'s value read from one source into the payload ``p`` (left None
+    when absent)."""
+    target = f"p[{f.name!r}]"
+    if mapping == "ctx":
+        # the context was built by a payload builder itself: every key is there, coerced
+        return [f"    {target} = ctx[{key!r}]"]
+    lines = [f"    v = {mapping}_get({key!r})",
+             f"    if {_HAS_TYPE[f.type].format(v='v')}:",
+             f"        {target} = v",
+             "    elif v is not None:"]
+    inline = _INLINE_CONVERSION[f.type]
+    if inline is None:
+        lines.append(f"        {target} = _coerce_{f.type}(v, {f.name!r})")
+    else:
+        test, conversion = inline
+        lines += [f"        if {test.format(v='v')}:",
+                  f"            {target} = {conversion.format(v='v')}",
+                  "        else:",
+                  f"            {target} = _coerce_{f.type}(v, {f.name!r})"]
+    return lines
+
+
+def _local_lines(f: FieldSpec, mapping: str, key: str, indent: str) -> list[str]:
+    """Generated code reading ``f``'s value from one source into the local ``v`` (None when absent
+    or not coercible)."""
+    if mapping == "ctx":
+        return [f"{indent}v = ctx[{key!r}]"]
+    lines = [f"{indent}v = {mapping}_get({key!r})",
+             f"{indent}if not ({_HAS_TYPE[f.type].format(v='v')}):"]
+    keyword = "if"
+    inline = _INLINE_CONVERSION[f.type]
+    if inline is not None:
+        test, conversion = inline
+        lines += [f"{indent}    if {test.format(v='v')}:",
+                  f"{indent}        v = {conversion.format(v='v')}"]
+        keyword = "elif"
+    lines += [f"{indent}    {keyword} v is not None:",
+              f"{indent}        v = _coerce_{f.type}(v, {f.name!r})"]
+    return lines
 
 
 def _slow_path(schema: str, coercer: Callable[[Any], Any]) -> Callable[[Any, str], Any]:

@@ -83,6 +83,14 @@ _build_custom_event = _compile(ReportType.SFU_EVENT, {
 
 _EMPTY: Mapping[str, Any] = {}
 
+# module constants: an enum member lookup costs a metaclass attribute access per report
+_TRANSPORT = ReportType.SFU_TRANSPORT
+_INBOUND_PAD = ReportType.SFU_INBOUND_RTP_PAD
+_OUTBOUND_PAD = ReportType.SFU_OUTBOUND_RTP_PAD
+_SCTP_STREAM = ReportType.SFU_SCTP_STREAM
+_EXTENSION = ReportType.SFU_EXTENSION_DATA
+_CUSTOM_EVENT = ReportType.SFU_EVENT
+
 
 def build_sfu_reports(
     sample: Mapping[str, Any],
@@ -106,16 +114,23 @@ def build_sfu_reports(
     append = reports.append
     enrichment = pad_enrichment or _EMPTY
 
-    for el in _reported(sample, "transports"):
+    for el in elements(sample, "transports", SAMPLE_SCHEMA):
+        no_report = el.get("noReport")
+        if no_report is not None and _is_true(no_report):
+            continue
         payload = _build_transport(el, ctx, _EMPTY)
         if payload is not None:
-            append(Report(ReportType.SFU_TRANSPORT, payload))
+            append(Report(_TRANSPORT, payload))
 
-    for el in _reported(sample, "inboundRtpPads"):
-        found = _enrichment_of(enrichment, el)
+    for el in elements(sample, "inboundRtpPads", SAMPLE_SCHEMA):
+        no_report = el.get("noReport")
+        if no_report is not None and _is_true(no_report):
+            continue
+        pad_id = el.get("padId")
+        found = enrichment.get(pad_id) if pad_id.__class__ is str else None
         if (drop_unmatched_internal_inbound and _is_true(el.get("internal"))
                 and (found is None or not found.has_remote)):
-            ISSUES.report_dropped(ReportType.SFU_INBOUND_RTP_PAD.value,
+            ISSUES.report_dropped(_INBOUND_PAD.value,
                                   "unmatched internal inbound pad (dropUnmatchedInternalInboundReports)")
             continue
         ex: Mapping[str, Any] = _EMPTY if found is None else {
@@ -129,10 +144,14 @@ def build_sfu_reports(
         }
         payload = _build_inbound_pad(el, ctx, ex)
         if payload is not None:
-            append(Report(ReportType.SFU_INBOUND_RTP_PAD, payload))
+            append(Report(_INBOUND_PAD, payload))
 
-    for el in _reported(sample, "outboundRtpPads"):
-        found = _enrichment_of(enrichment, el)
+    for el in elements(sample, "outboundRtpPads", SAMPLE_SCHEMA):
+        no_report = el.get("noReport")
+        if no_report is not None and _is_true(no_report):
+            continue
+        pad_id = el.get("padId")
+        found = enrichment.get(pad_id) if pad_id.__class__ is str else None
         ex = _EMPTY if found is None else {
             "callId": found.call_id,
             "clientId": found.client_id,
@@ -140,37 +159,27 @@ def build_sfu_reports(
         }
         payload = _build_outbound_pad(el, ctx, ex)
         if payload is not None:
-            append(Report(ReportType.SFU_OUTBOUND_RTP_PAD, payload))
+            append(Report(_OUTBOUND_PAD, payload))
 
-    for el in _reported(sample, "sctpChannels"):
+    for el in elements(sample, "sctpChannels", SAMPLE_SCHEMA):
+        no_report = el.get("noReport")
+        if no_report is not None and _is_true(no_report):
+            continue
         payload = _build_sctp_stream(el, ctx, _EMPTY)
         if payload is not None:
-            append(Report(ReportType.SFU_SCTP_STREAM, payload))
+            append(Report(_SCTP_STREAM, payload))
 
     for el in elements(sample, "extensionStats", SAMPLE_SCHEMA):
         payload = _build_extension(el, ctx, _EMPTY)
         if payload is not None:
-            append(Report(ReportType.SFU_EXTENSION_DATA, payload))
+            append(Report(_EXTENSION, payload))
 
     for el in elements(sample, "customSfuEvents", SAMPLE_SCHEMA):
         payload = _build_custom_event(el, ctx, _EMPTY)
         if payload is not None:
-            append(Report(ReportType.SFU_EVENT, payload))
+            append(Report(_CUSTOM_EVENT, payload))
     return reports
-
-
-def _enrichment_of(enrichment: Mapping[str, PadEnrichment], el: Mapping[str, Any]) -> PadEnrichment | None:
-    pad_id = el.get("padId")
-    return enrichment.get(pad_id) if pad_id.__class__ is str else None
 
 
 def _is_true(value: Any) -> bool:
     return value is True or (value is not None and to_bool(value) is True)
-
-
-def _reported(sample: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
-    items = elements(sample, key, SAMPLE_SCHEMA)
-    if any(_is_true(el.get("noReport")) for el in items):
-        return [el for el in items if not _is_true(el.get("noReport"))]
-    return items
-

@@ -22,6 +22,7 @@ SfuSample ``sfuId``, ``timestamp``), makes that one sample invalid: the caller d
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from observer.samples.model import REASON_INVALID_FIELD, REASON_MISSING_FIELD, Sample
@@ -200,6 +201,17 @@ def _elements(sample: Sample, spec: _Element) -> None:
 
 def normalize_client_sample(sample: Sample, timestamp_override_ms: int | None = None) -> None:
     """Normalize a ClientSample in place; raises ``FieldProblem`` if it must be dropped."""
+    if not _client_sample_is_normal(sample, timestamp_override_ms):
+        _normalize_client_sample(sample, timestamp_override_ms)
+
+
+def normalize_sfu_sample(sample: Sample, timestamp_override_ms: int | None = None) -> None:
+    """Normalize an SfuSample in place; raises ``FieldProblem`` if it must be dropped."""
+    if not _sfu_sample_is_normal(sample, timestamp_override_ms):
+        _normalize_sfu_sample(sample, timestamp_override_ms)
+
+
+def _normalize_client_sample(sample: Sample, timestamp_override_ms: int | None) -> None:
     _required_id(sample, "clientId")
     _required_id(sample, "roomId")
     _optional_id(sample, "callId")
@@ -220,8 +232,7 @@ def normalize_client_sample(sample: Sample, timestamp_override_ms: int | None = 
             raise FieldProblem(key, REASON_INVALID_FIELD)
 
 
-def normalize_sfu_sample(sample: Sample, timestamp_override_ms: int | None = None) -> None:
-    """Normalize an SfuSample in place; raises ``FieldProblem`` if it must be dropped."""
+def _normalize_sfu_sample(sample: Sample, timestamp_override_ms: int | None) -> None:
     _required_id(sample, "sfuId")
     _optional_id(sample, "marker")
     _timestamp(sample, timestamp_override_ms)
@@ -230,3 +241,105 @@ def normalize_sfu_sample(sample: Sample, timestamp_override_ms: int | None = Non
         _elements(sample, spec)
     for key in _SFU_OBJECT_ARRAYS:
         _object_array(sample, key)
+
+
+# --------------------------------------------------------------------------------------------
+# The fast path: nearly every sample is already normal except for its fractional timestamp, and
+# checking that with generated straight-line code costs a fraction of the general walk above
+# (function calls, enumerate, per-field loops). The check changes nothing but the timestamp and
+# returns False at the first value the general walk would change or reject; the caller then runs
+# the general walk from the start, which raises the same problem for the same field as it always
+# did (it is idempotent, and the timestamp step comes after the id checks in both).
+
+_ABSENT = object()
+
+
+def _compile_normal_check(
+    name: str,
+    required_ids: tuple[str, ...],
+    optional_ids: tuple[str, ...],
+    optional_ints: tuple[str, ...],
+    elements: tuple[_Element, ...],
+    object_arrays: tuple[str, ...],
+    string_arrays: tuple[str, ...] = (),
+    objects: tuple[str, ...] = (),
+    rare: frozenset[str] = frozenset(),
+) -> Callable[[Sample, int | None], bool]:
+    """Generate ``check(sample, override) -> bool`` (see above). The checks of the ``rare`` keys
+    (absent from nearly every sample) are skipped together by one set test."""
+    int32 = f"{_INT32[0]} <= v <= {_INT32[1]}"
+    int64 = f"{_INT64[0]} <= v <= {_INT64[1]}"
+    lines = ["def check(sample, override):", "    get = sample.get"]
+    for key in required_ids:
+        lines += [f"    v = get({key!r})", "    if v.__class__ is not str or not v:", "        return False"]
+    for key in optional_ids:
+        lines += [f"    v = get({key!r})",
+                  "    if v is not None and (v.__class__ is not str or not v):", "        return False"]
+    lines += ["    v = get('timestamp')",
+              f"    if override is not None or v.__class__ is not int or not {int64}:",
+              "        _timestamp(sample, override)"]
+    for key in optional_ints:
+        lines += [f"    v = get({key!r})",
+                  f"    if v is not None and (v.__class__ is not int or not {int32}):", "        return False"]
+
+    common: list[str] = []
+    uncommon: list[str] = []
+
+    def array(key: str, item_lines: list[str]) -> None:
+        # absent or a list; a null value is removed by the general walk
+        (uncommon if key in rare else common).extend([
+            f"    items = get({key!r}, _ABSENT)",
+            "    if items is not _ABSENT:",
+            "        if items.__class__ is not list:",
+            "            return False",
+            *item_lines,
+        ])
+
+    for key, id_fields, has_ssrc in elements:
+        item_lines = ["        for item in items:",
+                      "            if item.__class__ is not dict:",
+                      "                return False",
+                      "            g = item.get"]
+        for field in id_fields:
+            item_lines += [f"            v = g({field!r})",
+                           "            if v is not None and (v.__class__ is not str or not v):",
+                           "                return False"]
+        if has_ssrc:
+            item_lines += ["            v = g('ssrc')",
+                           f"            if v is not None and (v.__class__ is not int or not {int64}):",
+                           "                return False"]
+        array(key, item_lines)
+    for key in object_arrays:
+        array(key, ["        for item in items:",
+                    "            if item.__class__ is not dict:",
+                    "                return False"])
+    for key in string_arrays:
+        array(key, [])
+    for key in objects:
+        (uncommon if key in rare else common).extend([
+            f"    v = get({key!r})",
+            "    if v is not None and v.__class__ is not dict:",
+            "        return False"])
+    lines += common
+    if uncommon:
+        lines.append("    if not _RARE.isdisjoint(sample):")
+        lines += ["    " + line for line in uncommon]
+    lines.append("    return True")
+    namespace: dict[str, Any] = {"_timestamp": _timestamp, "_ABSENT": _ABSENT, "_RARE": rare}
+    exec(compile("\n".join(lines), f"<{name} normal check>", "exec"), namespace)
+    check: Callable[[Sample, int | None], bool] = namespace["check"]
+    return check
+
+
+_client_sample_is_normal = _compile_normal_check(
+    "ClientSample", ("clientId", "roomId"), ("callId", "userId", "marker"),
+    ("sampleSeq", "timeZoneOffsetInHours"), _CLIENT_ELEMENTS, _CLIENT_OBJECT_ARRAYS,
+    _CLIENT_STRING_ARRAYS, _CLIENT_OBJECTS,
+    # meta data, sent with a client's first samples only, and the custom events / extension stats
+    rare=frozenset(("iceLocalCandidates", "iceRemoteCandidates", *_CLIENT_OBJECT_ARRAYS, *_CLIENT_STRING_ARRAYS,
+                    *_CLIENT_OBJECTS)),
+)
+_sfu_sample_is_normal = _compile_normal_check(
+    "SfuSample", ("sfuId",), ("marker",), ("timeZoneOffsetInHours",), _SFU_ELEMENTS, _SFU_OBJECT_ARRAYS,
+    rare=frozenset(_SFU_OBJECT_ARRAYS),
+)

@@ -207,3 +207,57 @@ def test_register_report_metrics_uses_the_given_registry() -> None:
         or 0
     ) >= 1
     assert isinstance(register_report_metrics(), CollectorRegistry)
+
+
+# the generated builders convert the common mismatches inline, without the slow coercers: the
+# result (value, type, counted failure) must be the slow coercer's for every value, boundaries included
+_EDGE_VALUES: list[Any] = [
+    None, 0, 1, -1, 7, 2**31 - 1, 2**31, -(2**31), -(2**31) - 1, 2**63 - 1, -(2**63),
+    0.0, -0.0, 0.9, -0.9, 1.5, -2.7, 2147483647.9, 2147483648.0, -2147483648.9, -2147483649.0,
+    9.2e18, -9.2e18, 9223372036854775807.0, -9223372036854775808.0, 1e300, math.inf, -math.inf, math.nan,
+    True, False, "", "12", "12.5", " 7 ", "abc", "true", "nan", [], [1], {}, {"a": 1},
+]
+_TYPES = ("string", "int", "long", "float", "double", "boolean")
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return type(a) is type(b) and a == b
+
+
+@pytest.mark.parametrize("required", [False, True])
+@pytest.mark.parametrize("type_", _TYPES)
+def test_generated_builders_coerce_every_value_like_the_slow_coercer(type_: str, required: bool) -> None:
+    schema = f"EdgeSchema-{type_}-{required}"
+    build = compile_payload(schema, (FieldSpec("v", type_, required),))
+    for value in _EDGE_VALUES:
+        expected = coerce(value, type_)
+        failures = ISSUES.coercion_failures[(schema, "v")]
+        payload = build({"v": value}, {}, {})
+        if required and expected is None:
+            assert payload is None, value
+        else:
+            assert payload is not None and _same(payload["v"], expected), (value, payload)
+        counted = ISSUES.coercion_failures[(schema, "v")] - failures
+        assert counted == (1 if value is not None and expected is None else 0), value
+
+
+def test_payloads_are_independent_dicts_in_schema_order() -> None:
+    fields = (FieldSpec("z", "string", False), FieldSpec("a", "long", False), FieldSpec("m", "double", False))
+    build = compile_payload("T", fields)
+    first = build({"a": 1, "m": 2}, {}, {})
+    assert first is not None and list(first) == ["z", "a", "m"]
+    first["z"] = "changed"
+    second = build({}, {}, {})
+    assert second == {"z": None, "a": None, "m": None}
+    assert second is not first
+
+
+def test_a_required_field_stops_the_builder_before_later_fields_are_coerced() -> None:
+    fields = (FieldSpec("before", "int", False), FieldSpec("key", "string", True), FieldSpec("after", "int", False))
+    build = compile_payload("OrderSchema", fields)
+    assert build({"before": "x", "after": "y"}, {}, {}) is None
+    assert ISSUES.coercion_failures[("OrderSchema", "before")] == 1
+    assert ISSUES.coercion_failures[("OrderSchema", "after")] == 0
+    assert ISSUES.dropped[("OrderSchema", "missing required field key")] == 1

@@ -197,3 +197,77 @@ def test_server_timestamp_replaces_every_sample_timestamp() -> None:
     )
     assert decoded.rejected == []
     assert [s["timestamp"] for s in decoded.client_samples + decoded.sfu_samples] == [42, 42, 42]
+
+
+# ------------------------------------------------------------------------------------------
+# the fast check (already-normal samples skip the general walk) must agree with the general walk
+
+_ODD_VALUES: list[Any] = [
+    _ABSENT, None, "", "x", "12", "1.5e3", 0, 7, 2**31, -(2**31) - 1, 2**63, 1.5, -0.0,
+    float("inf"), float("nan"), True, False, [], ["x"], [{}], {}, {"a": 1},
+]
+
+
+def _perturbations(sample: dict[str, Any], kind: str) -> list[tuple[str, str | None, Any]]:
+    """(key, element field or None, value): one top-level or one (last) element field set to a value."""
+    from observer.samples import normalize
+
+    elements = normalize._CLIENT_ELEMENTS if kind == "client" else normalize._SFU_ELEMENTS
+    top = (["clientId", "roomId", "callId", "userId", "marker", "sampleSeq", "timeZoneOffsetInHours"]
+           if kind == "client" else ["sfuId", "marker", "timeZoneOffsetInHours"])
+    top += ["timestamp"] + [key for key, _, _ in elements]
+    top += list(normalize._CLIENT_OBJECT_ARRAYS + normalize._CLIENT_STRING_ARRAYS + normalize._CLIENT_OBJECTS
+                if kind == "client" else normalize._SFU_OBJECT_ARRAYS)
+    out: list[tuple[str, str | None, Any]] = []
+    for value in _ODD_VALUES:
+        out += [(key, None, value) for key in top]
+        for key, id_fields, has_ssrc in elements:
+            if sample.get(key):
+                fields = [*id_fields, *(["ssrc"] if has_ssrc else [])]
+                out += [(key, field, value) for field in fields]
+                out.append((key, "", value))  # appended as an element
+    return out
+
+
+def _apply(data: bytes, key: str, field: str | None, value: Any) -> dict[str, Any]:
+    sample: dict[str, Any] = orjson.loads(data)
+    target = sample if field is None else sample[key][-1]
+    name = key if field is None else field
+    if field == "":
+        sample[key].append(value)
+        return sample
+    target.pop(name, None)
+    if value is not _ABSENT:
+        target[name] = value
+    return sample
+
+
+def _outcome(normalize_fn: Any, sample: dict[str, Any], override: int | None) -> Any:
+    from observer.samples.normalize import FieldProblem
+
+    try:
+        normalize_fn(sample, override)
+    except FieldProblem as problem:
+        return ("rejected", problem.field, problem.reason)
+    return ("kept", orjson.dumps(sample, option=orjson.OPT_NON_STR_KEYS))
+
+
+@pytest.mark.parametrize("file", ["p2p-json/001-r1-alice-json-ws.bin", "p2p-json/007-r1-alice-json-ws.bin",
+                                  "sfu-json/004-sfu1-json-rest.bin"])
+def test_fast_path_agrees_with_the_general_walk(file: str) -> None:
+    from observer.samples import normalize
+    from tests.observer.test_reports_conformance import raw_json_frame
+
+    clients, sfus = raw_json_frame(file)
+    checked = 0
+    for kind, base in [("client", s) for s in clients] + [("sfu", s) for s in sfus]:
+        public = normalize.normalize_client_sample if kind == "client" else normalize.normalize_sfu_sample
+        walk = normalize._normalize_client_sample if kind == "client" else normalize._normalize_sfu_sample
+        data = orjson.dumps(base)
+        for n, (key, field, value) in enumerate([("timestamp", None, base["timestamp"]),
+                                                 *_perturbations(base, kind)]):
+            override = 42 if n % 3 == 0 else None
+            expected = _outcome(walk, _apply(data, key, field, value), override)
+            assert _outcome(public, _apply(data, key, field, value), override) == expected, (key, field, value)
+            checked += 1
+    assert checked > 500
