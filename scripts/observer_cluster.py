@@ -78,7 +78,7 @@ class Daemon:
         self.starts += 1
         path = self.cluster.workdir / f"{self.name}.yaml"
         path.write_text(yaml.safe_dump(self.config()))
-        log = open(self.cluster.workdir / f"{self.name}-{self.starts}.log", "wb")  # noqa: SIM115
+        log = open(self.cluster.workdir / f"{self.name}-{self.starts}.log", "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "observer", "--config", str(path)],
                                      stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                                      env=dict(os.environ, PYTHONPATH=str(ROOT)))

@@ -7,15 +7,17 @@ when ``set_all`` reports no previous value for its key; only then is its opening
 (exactly once across daemons, see DESIGN principle 6).
 
 An existing client, PC or track found under another call than the one assigned now (the room got
-a new call) is removed from the old call (closing event for whoever's delete succeeds) and
-created again in the new one.
+a new call) is removed from the old call (closing event once, see ``lifecycle_journal.end_entities``)
+and created again in the new one. One that is missing (its daemon died without backups) but whose
+incarnation is in the lifecycle journal is re-created from it, without an opening event; the ones
+this batch really created are returned for the journal.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -23,6 +25,7 @@ import attrs
 from observer.pipeline.batch import INBOUND, ObservedClient, ObservedTrack
 from observer.pipeline.bulk import get_all, insert_all, set_all, write_created
 from observer.pipeline.lifecycle import client_event, peer_connection_event, track_event
+from observer.pipeline.lifecycle_journal import Ending, end_entities, ending_of, lookup
 from observer.reports.enrichment import RemoteTrack
 from observer.reports.events import time_zone_id
 from observer.reports.model import Report
@@ -30,23 +33,34 @@ from observer.repositories import (
     Call,
     Client,
     InboundTrack,
+    JournalEntity,
+    JournalKey,
     OutboundTrack,
     PeerConnection,
     Repositories,
     SfuMediaSink,
     SfuMediaStream,
     TrackRef,
+    call_key,
+    client_key,
+    journal_key,
+    peer_connection_key,
     replace,
     ssrc_key,
+    track_key,
 )
+from observer.repositories.journal import INBOUND_TRACK, OUTBOUND_TRACK
 
 log = logging.getLogger(__name__)
 
 
 @attrs.define(eq=False)
 class CallEntitiesResult:
-    events: list[Report] = attrs.Factory(list)
+    closed: list[Report] = attrs.Factory(list)  # closing events: the replaced calls, entities that moved
+    events: list[Report] = attrs.Factory(list)  # opening events
     matches: dict[str, RemoteTrack] = attrs.Factory(dict)  # inbound trackId -> remote outbound track
+    created: list[JournalEntity] = attrs.Factory(list)  # clients, PCs and tracks this batch created
+    restored: dict[JournalKey, JournalEntity] = attrs.Factory(dict)  # re-created from the journal
 
 
 async def update_call_entities(
@@ -56,9 +70,13 @@ async def update_call_entities(
     *,
     now: int,
     match_tracks: bool,
+    retired: Mapping[str, Call | None] | None = None,
 ) -> CallEntitiesResult:
+    """``retired``: calls the call assignment replaced (slave mode), ended here with the entities
+    that moved to another call."""
     out = CallEntitiesResult()
-    if not tracked:
+    retired = retired or {}
+    if not tracked and not retired:
         return out
     client_ids = {client.client_id for client, _ in tracked}
     pc_ids = {pc_id for client, _ in tracked for pc_id in client.peer_connections}
@@ -67,8 +85,11 @@ async def update_call_entities(
     old_clients, old_pcs, old_inbound, old_outbound = await asyncio.gather(
         get_all(repos.clients, client_ids), get_all(repos.peer_connections, pc_ids),
         get_all(repos.inbound_tracks, inbound_ids), get_all(repos.outbound_tracks, outbound_ids))
+    wanted = _journal_keys(tracked, old_clients, old_pcs, old_inbound, old_outbound)
+    wanted.update(call_key(call_id) for call_id in retired)
+    journaled = await lookup(repos, wanted)
 
-    plan = _Plan(now)
+    plan = _Plan(now, journaled)
     for client, call_id in tracked:
         plan.client(client, calls[call_id], old_clients, old_pcs, old_inbound, old_outbound)
 
@@ -79,26 +100,26 @@ async def update_call_entities(
             for track_id, track in plan.inbound.items() if (ref := track.remote) is not None
         }
 
-    # entities that moved to another call leave the old one first
-    moved_kinds: tuple[tuple[Any, dict[str, Any], Callable[..., Report]], ...] = (
-        (repos.inbound_tracks, plan.moved_inbound, track_event),
-        (repos.outbound_tracks, plan.moved_outbound, track_event),
-        (repos.peer_connections, plan.moved_pcs, peer_connection_event),
-        (repos.clients, plan.moved_clients, client_event),
-    )
-    for storage, moved, event in moved_kinds:
-        if moved:
-            deleted = await storage.delete_all(moved)
-            out.events.extend(event(moved[key], opened=False, now=now) for key in moved if key in deleted)
+    # entities that moved to another call leave the old one first (and the replaced calls end)
+    endings = [ending_of(entity) for moved in (plan.moved_inbound, plan.moved_outbound, plan.moved_pcs,
+                                               plan.moved_clients) for entity in moved.values()]
+    endings.extend(Ending("calls", call_id, call_key(call_id), call or journaled.get(call_key(call_id)))
+                   for call_id, call in retired.items())
+    out.closed = await end_entities(repos, endings, journaled, now)
 
     await _touch_calls(repos, plan.calls)
-    out.events.extend(await write_created(repos.clients.set_all, plan.clients, client_event, now))
-    out.events.extend(await write_created(repos.peer_connections.set_all, plan.pcs, peer_connection_event, now))
-    inbound_events, outbound_events = await asyncio.gather(
-        write_created(repos.inbound_tracks.set_all, plan.inbound, track_event, now),
-        write_created(repos.outbound_tracks.set_all, plan.outbound, track_event, now))
-    out.events.extend(inbound_events)
-    out.events.extend(outbound_events)
+    for events, created in (
+        await write_created(repos.clients.set_all, plan.clients, client_event, now, quiet=plan.quiet_clients),
+        await write_created(repos.peer_connections.set_all, plan.pcs, peer_connection_event, now,
+                            quiet=plan.quiet_pcs),
+        *await asyncio.gather(
+            write_created(repos.inbound_tracks.set_all, plan.inbound, track_event, now, quiet=plan.quiet_inbound),
+            write_created(repos.outbound_tracks.set_all, plan.outbound, track_event, now,
+                          quiet=plan.quiet_outbound)),
+    ):
+        out.events.extend(events)
+        out.created.extend(created)
+    out.restored = plan.restored
     await asyncio.gather(
         set_all(repos.sfu_media_streams, plan.streams),
         set_all(repos.sfu_media_sinks, plan.sinks),
@@ -118,11 +139,49 @@ async def _touch_calls(repos: Repositories, calls: dict[str, Call]) -> None:
         await repos.calls.delete_all(resurrected)
 
 
-class _Plan:
-    """The new values of every entity the batch touches, computed from the values read."""
+def _journal_keys(tracked: list[tuple[ObservedClient, str]], old_clients: dict[str, Client],
+                  old_pcs: dict[str, PeerConnection], old_inbound: dict[str, InboundTrack],
+                  old_outbound: dict[str, OutboundTrack]) -> set[JournalKey]:
+    """The journal entries the batch may need: of every incarnation missing from the storages (to be
+    re-created from the journal if it is there), and of every stored one that moves to another call
+    (whose journal entry decides who emits its closing event)."""
+    keys: set[JournalKey] = set()
+    for observed, call_id in tracked:
+        client_id = observed.client_id
+        old = old_clients.get(client_id)
+        if old is None or old.call_id != call_id:
+            keys.add(client_key(call_id, client_id))
+            if old is not None:
+                keys.add(journal_key(old))
+        for pc_id, observed_pc in observed.peer_connections.items():
+            old_pc = old_pcs.get(pc_id)
+            if old_pc is None or old_pc.call_id != call_id or old_pc.client_id != client_id:
+                keys.add(peer_connection_key(call_id, client_id, pc_id))
+                if old_pc is not None:
+                    keys.add(journal_key(old_pc))
+            for direction, tracks, olds in ((INBOUND_TRACK, observed_pc.inbound, old_inbound),
+                                            (OUTBOUND_TRACK, observed_pc.outbound, old_outbound)):
+                for track_id in tracks:
+                    old_track = olds.get(track_id)
+                    if old_track is None or old_track.call_id != call_id or old_track.peer_connection_id != pc_id:
+                        keys.add(track_key(direction, call_id, pc_id, track_id))
+                        if old_track is not None:
+                            keys.add(journal_key(old_track))
+    return keys
 
-    def __init__(self, now: int) -> None:
+
+class _Plan:
+    """The new values of every entity the batch touches, computed from the values read (and from the
+    lifecycle journal for the ones their daemon took with it)."""
+
+    def __init__(self, now: int, journaled: Mapping[JournalKey, JournalEntity]) -> None:
         self.now = now
+        self.journaled = journaled
+        self.restored: dict[JournalKey, JournalEntity] = {}
+        self.quiet_clients: set[str] = set()
+        self.quiet_pcs: set[str] = set()
+        self.quiet_inbound: set[str] = set()
+        self.quiet_outbound: set[str] = set()
         self.calls: dict[str, Call] = {}
         self.clients: dict[str, Client] = {}
         self.pcs: dict[str, PeerConnection] = {}
@@ -157,6 +216,8 @@ class _Plan:
             self.moved_clients[client_id] = old
             old = None
         if old is None:
+            old = self._restore(client_key(call_id, client_id), self.quiet_clients, client_id)
+        if old is None:
             client = Client(observed.service_id, observed.room_id, call_id, client_id, observed.min_ts,
                             observed.max_ts, now, observed.media_unit_id, observed.user_id, observed.marker,
                             time_zone_id(observed.time_zone_offset))
@@ -170,6 +231,8 @@ class _Plan:
             if old_pc is not None and (old_pc.call_id != call_id or old_pc.client_id != client_id):
                 self.moved_pcs[pc_id] = old_pc
                 old_pc = None
+            if old_pc is None:
+                old_pc = self._restore(peer_connection_key(call_id, client_id, pc_id), self.quiet_pcs, pc_id)
             if old_pc is None:
                 # the PC label is stored (BUG 9 fixed: it was never set)
                 self.pcs[pc_id] = PeerConnection(
@@ -185,12 +248,25 @@ class _Plan:
             for track in observed_pc.outbound.values():
                 self._outbound(track, client, observed, old_outbound.get(track.track_id))
 
+    def _restore(self, key: JournalKey, quiet: set[str], grid_key: str) -> Any:
+        """The journal's entity of this incarnation, to be re-created without an opening event."""
+        entity = self.journaled.get(key)
+        if entity is not None:
+            self.restored[key] = entity
+            quiet.add(grid_key)
+        return entity
+
     def _inbound(self, track: ObservedTrack, client: Client, observed: ObservedClient,
                  old: InboundTrack | None) -> None:
         now = self.now
         if old is not None and (old.call_id != client.call_id or old.peer_connection_id != track.peer_connection_id):
             self.moved_inbound[track.track_id] = old
             old = None
+        restored = False
+        if old is None:
+            old = self._restore(track_key(INBOUND_TRACK, client.call_id, track.peer_connection_id, track.track_id),
+                                self.quiet_inbound, track.track_id)
+            restored = old is not None
         if old is None:
             entity = InboundTrack(
                 client.service_id, client.room_id, client.call_id, client.client_id, track.peer_connection_id,
@@ -203,8 +279,10 @@ class _Plan:
                 sfu_stream_id=old.sfu_stream_id or track.sfu_stream_id,
                 sfu_sink_id=old.sfu_sink_id or track.sfu_sink_id)
         self.inbound[track.track_id] = entity
+        # a re-created track writes its sink again (it was likely lost with the track's daemon)
         if entity.sfu_stream_id and entity.sfu_sink_id and (
-                old is None or old.sfu_sink_id != entity.sfu_sink_id or old.sfu_stream_id != entity.sfu_stream_id):
+                old is None or restored or old.sfu_sink_id != entity.sfu_sink_id
+                or old.sfu_stream_id != entity.sfu_stream_id):
             self.sinks[entity.sfu_sink_id] = SfuMediaSink(entity.service_id, entity.sfu_stream_id,
                                                           entity.sfu_sink_id, entity.kind, _ref(entity))
 
@@ -214,6 +292,11 @@ class _Plan:
         if old is not None and (old.call_id != client.call_id or old.peer_connection_id != track.peer_connection_id):
             self.moved_outbound[track.track_id] = old
             old = None
+        restored = False
+        if old is None:
+            old = self._restore(track_key(OUTBOUND_TRACK, client.call_id, track.peer_connection_id, track.track_id),
+                                self.quiet_outbound, track.track_id)
+            restored = old is not None
         if old is None:
             entity = OutboundTrack(
                 client.service_id, client.room_id, client.call_id, client.client_id, track.peer_connection_id,
@@ -224,7 +307,8 @@ class _Plan:
             entity = replace(
                 old, sample_touched=max(old.sample_touched, observed.max_ts), server_touched=now,
                 ssrcs=_merged(old.ssrcs, track.ssrcs), sfu_stream_id=old.sfu_stream_id or track.sfu_stream_id)
-            known_ssrcs = old.ssrcs
+            # a re-created track indexes its SSRCs and stream again (likely lost with its daemon)
+            known_ssrcs = () if restored else old.ssrcs
         self.outbound[track.track_id] = entity
         ref = _ref(entity)
         for ssrc in entity.ssrcs:
@@ -234,7 +318,7 @@ class _Plan:
                 self.ssrc_index[key] = ref
         if entity.sfu_stream_id:
             self.batch_streams[entity.sfu_stream_id] = ref
-            if old is None or old.sfu_stream_id != entity.sfu_stream_id:
+            if old is None or restored or old.sfu_stream_id != entity.sfu_stream_id:
                 self.streams[entity.sfu_stream_id] = SfuMediaStream(entity.service_id, entity.sfu_stream_id,
                                                                     entity.kind, ref)
 

@@ -16,25 +16,26 @@ The room remembers the calls it replaced recently: clients still reporting one o
 back). A client reporting a call that exists but is not the room's current one (a concurrent
 switch) is a *remedy* client and is tracked under its own call, as in the reference.
 
-Clients whose room names a call that does not exist (yet: another daemon won the room and is
-creating it; or anymore: it ended and the expirer has not released the room yet) are *deferred*:
-the pipeline retries their samples with a later batch.
+A call missing from the calls storage whose entry is in the lifecycle journal lost its daemon
+(without backups): it is re-created from the journal with the same callId and no CALL_STARTED, so
+the room keeps its call. Clients whose room names a call that does not exist otherwise (yet: another
+daemon won the room and is creating it; or anymore: it ended and the expirer has not released the
+room yet) are *deferred*: the pipeline retries their samples with a later batch.
 """
 
 from __future__ import annotations
 
-import logging
 import uuid
 
 import attrs
 
 from observer.pipeline.batch import ObservedClient, ObservedRoom
-from observer.pipeline.lifecycle import call_ended, call_started
+from observer.pipeline.bulk import get_all
+from observer.pipeline.lifecycle import call_started
+from observer.pipeline.lifecycle_journal import lookup
 from observer.pipeline.settings import MASTER
 from observer.reports.model import Report
-from observer.repositories import Call, Repositories, Room
-
-log = logging.getLogger(__name__)
+from observer.repositories import Call, JournalKey, Repositories, Room, call_key, replace
 
 
 @attrs.define(eq=False)
@@ -45,6 +46,10 @@ class CallAssignment:
     deferred: list[ObservedClient] = attrs.Factory(list)
     no_call_id: list[ObservedClient] = attrs.Factory(list)  # slave mode, the client sent no callId
     events: list[Report] = attrs.Factory(list)
+    created: list[Call] = attrs.Factory(list)  # calls this batch started (for the lifecycle journal)
+    restored: dict[JournalKey, Call] = attrs.Factory(dict)  # calls re-created from the journal
+    # slave mode: calls this daemon replaced, ended with the batch's other endings (None: value unknown)
+    retired: dict[str, Call | None] = attrs.Factory(dict)
 
     def call_of(self) -> dict[tuple[str, str], str]:
         """(room key, clientId) -> the callId its reports carry."""
@@ -77,10 +82,10 @@ async def _assign_master(repos: Repositories, rooms: dict[str, ObservedRoom], no
             new_calls[proposal.call_id] = Call(observed.service_id, observed.room_id, proposal.call_id,
                                                started=now, marker=observed.marker,
                                                sample_touched=observed.max_ts, server_touched=now)
-    await _create_calls(repos, new_calls, out)
-    wanted = {room.call_id for room in existing.values()} - out.calls.keys()
-    if wanted:
-        out.calls.update(await repos.calls.get_all(wanted))
+    wanted = {room.call_id for room in existing.values()} - new_calls.keys()
+    out.calls.update(await get_all(repos.calls, wanted))
+    restored = await _from_journal(repos, wanted - out.calls.keys(), now)
+    await _create_calls(repos, new_calls, restored, out)
     for key, observed in rooms.items():
         call_id = existing[key].call_id
         if call_id in out.calls:
@@ -90,16 +95,34 @@ async def _assign_master(repos: Repositories, rooms: dict[str, ObservedRoom], no
     return out
 
 
-async def _create_calls(repos: Repositories, new_calls: dict[str, Call], out: CallAssignment) -> None:
-    if not new_calls:
+async def _from_journal(repos: Repositories, missing: set[str], now: int) -> dict[str, Call]:
+    """The missing calls the lifecycle journal knows (their daemon was lost), touched now."""
+    if not missing:
+        return {}
+    found = await lookup(repos, [call_key(call_id) for call_id in missing])
+    return {call.call_id: replace(call, server_touched=now) for call in found.values() if isinstance(call, Call)}
+
+
+async def _create_calls(repos: Repositories, new_calls: dict[str, Call], restored: dict[str, Call],
+                        out: CallAssignment) -> None:
+    """Insert the new calls (CALL_STARTED for the ones this insert created) and the calls re-created
+    from the journal (no event), in one request."""
+    if not new_calls and not restored:
         return
-    already = await repos.calls.insert_all(new_calls)
+    already = await repos.calls.insert_all({**restored, **new_calls})
     for call_id, call in new_calls.items():
         if call_id in already:
             out.calls[call_id] = already[call_id]
         else:
             out.calls[call_id] = call
             out.events.append(call_started(call))
+            out.created.append(call)
+    for call_id, call in restored.items():
+        if call_id in already:
+            out.calls[call_id] = already[call_id]
+        else:
+            out.calls[call_id] = call
+            out.restored[call_key(call_id)] = call
 
 
 @attrs.define(eq=False)
@@ -132,6 +155,9 @@ async def _assign_slave(repos: Repositories, rooms: dict[str, ObservedRoom], now
     candidates = {call_id for plan in plans.values() for call_id in plan.by_call}
     candidates.update(room.call_id for room in existing_rooms.values())
     existing_calls = await repos.calls.get_all(candidates)
+    replaced_before = {c for room in existing_rooms.values() for c in room.ended_call_ids}
+    restored = await _from_journal(repos, candidates - existing_calls.keys() - replaced_before, now)
+    existing_calls.update(restored)
 
     to_create: dict[str, Room] = {}
     to_alter: dict[str, Room] = {}
@@ -201,10 +227,10 @@ async def _assign_slave(repos: Repositories, rooms: dict[str, ObservedRoom], now
                                               sample_touched=observed.max_ts, server_touched=now)
         if repairs:
             await repos.rooms.set_all(repairs)
-    await _end_replaced_calls(repos, plans, existing_calls, now, out)
-    await _create_calls(repos, new_calls, out)
-
     retired = {c for plan in plans.values() for c in plan.retired}
+    await _retire_replaced_calls(repos, retired, existing_calls, out)
+    await _create_calls(repos, new_calls, {c: call for c, call in restored.items() if c not in retired}, out)
+
     for plan in plans.values():
         for call_id, clients in plan.by_call.items():
             call = out.calls.get(call_id) or existing_calls.get(call_id)
@@ -229,21 +255,15 @@ def _latest(plan: _RoomPlan, call_ids: list[str]) -> str:
     return max(call_ids, key=lambda c: max(client.max_ts for client in plan.by_call[c]))
 
 
-async def _end_replaced_calls(repos: Repositories, plans: dict[str, _RoomPlan], known: dict[str, Call],
-                              now: int, out: CallAssignment) -> None:
-    """End the calls this daemon replaced (BUG fixed: slave mode let them idle out). Their clients
-    become orphans, which the expirer removes with CLIENT_LEFT and the rest of the cascade."""
-    retired = {c for plan in plans.values() for c in plan.retired}
+async def _retire_replaced_calls(repos: Repositories, retired: set[str], known: dict[str, Call],
+                                 out: CallAssignment) -> None:
+    """The calls this daemon replaced are ended with the batch's other endings (BUG fixed: slave
+    mode let them idle out). Their clients become orphans, which the expirer removes with
+    CLIENT_LEFT and the rest of the cascade."""
     if not retired:
         return
-    values = {c: known[c] for c in retired if c in known}
+    values: dict[str, Call | None] = {c: known[c] for c in retired if c in known}
     missing = retired - values.keys()
     if missing:
         values.update(await repos.calls.get_all(missing))
-    deleted = await repos.calls.delete_all(retired)
-    for call_id in deleted:
-        call = values.get(call_id)
-        if call is not None:
-            out.events.append(call_ended(call, now))
-        else:
-            log.warning("ended call %s without knowing its room", call_id)
+    out.retired = {c: values.get(c) for c in retired}

@@ -22,6 +22,7 @@ from observer.repositories import (
     Call,
     Client,
     InboundTrack,
+    JournalEntity,
     OutboundTrack,
     PeerConnection,
     Sfu,
@@ -78,6 +79,17 @@ def track_event(track: InboundTrack | OutboundTrack, *, opened: bool, now: int) 
         peer_connection_id=track.peer_connection_id, media_track_id=track.track_id,
         ssrc=track.ssrcs[0] if len(track.ssrcs) == 1 else None, marker=track.marker, attachments=attachments,
     )
+
+
+def closing_event(entity: JournalEntity, now: int) -> Report:
+    """CALL_ENDED, CLIENT_LEFT, PEER_CONNECTION_CLOSED or MEDIA_TRACK_REMOVED of a call-side entity."""
+    if isinstance(entity, Call):
+        return call_ended(entity, now)
+    if isinstance(entity, Client):
+        return client_event(entity, opened=False, now=now)
+    if isinstance(entity, PeerConnection):
+        return peer_connection_event(entity, opened=False, now=now)
+    return track_event(entity, opened=False, now=now)
 
 
 def sfu_lifecycle_event(sfu: Sfu, *, opened: bool, now: int) -> Report:

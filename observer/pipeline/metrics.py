@@ -40,6 +40,9 @@ class PipelineMetrics:
         self.untracked = Counter("observertc_pipeline_untracked_clients",
                                  "Clients reported without entity tracking (stale callId in slave mode)",
                                  registry=reg)
+        self.restored = Counter("observertc_pipeline_restored_entities",
+                                "Calls, clients, PCs and client tracks re-created from the lifecycle journal "
+                                "(their daemon was lost), by journal kind", ["kind"], registry=reg)
         self.overloaded = Counter("observertc_pipeline_overloaded_flushes",
                                   "Sample buffer flushes that found the pipeline behind", registry=reg)
         self.latency = Histogram("observertc_pipeline_latency_seconds", "Processing time of one batch",
@@ -70,5 +73,8 @@ class RepositoryMetrics:
                               ["succeeded"], registry=reg)
         self.expired = Counter("observertc_repository_expired_entries", "Entities removed by the expirer",
                                ["storageId"], registry=reg)
+        self.lost_ended = Counter("observertc_repository_lost_entities_ended",
+                                  "Entities ended from the lifecycle journal after their daemon was lost, "
+                                  "by journal kind", ["kind"], registry=reg)
         self.pass_seconds = Histogram("observertc_repository_expiry_pass_seconds", "Duration of one expiry pass",
                                       buckets=LATENCY_BUCKETS, registry=reg)

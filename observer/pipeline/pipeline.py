@@ -2,7 +2,8 @@
 
 ``accept`` buffers frames (the samples collector: ``max_items`` frames or ``max_time_ms`` after
 the first one). A flushed buffer is one batch; batches are processed one at a time, in order, by
-a single task: obfuscation, grouping, call assignment, client entity updates and matching, SFU
+a single task: obfuscation, grouping, call assignment, client entity updates and matching, the
+lifecycle journal (the calls, clients, PCs and tracks the batch created, one replicated write), SFU
 entity updates and pad attribution, then the sample reports and the lifecycle event reports. The
 reports go through the reports collector to ``report_out`` in lists.
 
@@ -27,6 +28,7 @@ from prometheus_client import CollectorRegistry
 from observer.pipeline.batch import ClientBatch, ObservedClient, SfuBatch
 from observer.pipeline.call_entities import update_call_entities
 from observer.pipeline.calls import CallAssignment, assign_calls
+from observer.pipeline.lifecycle_journal import confirm_restored, record
 from observer.pipeline.metrics import (
     DROP_DEFERRED_TOO_LONG,
     DROP_INVALID,
@@ -44,7 +46,7 @@ from observer.reports.client import build_client_reports
 from observer.reports.enrichment import PadEnrichment, RemoteTrack
 from observer.reports.model import Report, ReportType
 from observer.reports.sfu import build_sfu_reports
-from observer.repositories import Repositories
+from observer.repositories import JournalEntity, JournalKey, Repositories
 from observer.samples.model import ReceivedSamples, Sample
 
 log = logging.getLogger(__name__)
@@ -261,10 +263,18 @@ class Pipeline:
                 self._count_assignment(assignment)
                 result = await self._stage("call_entities", update_call_entities(
                     self.repositories, assignment.tracked, assignment.calls, now=now,
-                    match_tracks=settings.match_tracks))
+                    match_tracks=settings.match_tracks, retired=assignment.retired))
+                created: list[JournalEntity] = list(assignment.created)
+                restored: dict[JournalKey, JournalEntity] = dict(assignment.restored)
                 if result is not None:
+                    # what ended (replaced call, entities that moved) before what started
+                    events[:0] = result.closed
                     events.extend(result.events)
                     matches = result.matches
+                    created.extend(result.created)
+                    restored.update(result.restored)
+                if created or restored:
+                    await self._stage("lifecycle_journal", self._journal(created, restored))
         else:
             call_of = self._own_call_ids(batch)
         deferred_keys = self._defer(deferred, now)
@@ -353,6 +363,12 @@ class Pipeline:
     @staticmethod
     def _own_call_ids(batch: ClientBatch) -> dict[ClientKey, str]:
         return {(c.room_key, c.client_id): c.call_id for c in batch.clients() if c.call_id is not None}
+
+    async def _journal(self, created: list[JournalEntity], restored: dict[JournalKey, JournalEntity]) -> None:
+        await record(self.repositories, created)
+        for key in restored:
+            self.metrics.restored.labels(key[0]).inc()
+        await confirm_restored(self.repositories, restored)
 
     def _count_assignment(self, assignment: CallAssignment) -> None:
         if assignment.untracked:

@@ -135,9 +135,9 @@ async def update_sfu_entities(repos: Repositories, sfus: Mapping[str, ObservedSf
 
     await _attribute(repos, in_pads, out_pads, loose_in, loose_out, batch_pad_index, match_rtp_pads, out)
 
-    out.events.extend(await write_created(repos.sfus.set_all, new_sfus, sfu_lifecycle_event, now))
-    out.events.extend(await write_created(repos.sfu_transports.set_all, transports, transport_event, now))
-    for events in await asyncio.gather(
+    out.events.extend((await write_created(repos.sfus.set_all, new_sfus, sfu_lifecycle_event, now))[0])
+    out.events.extend((await write_created(repos.sfu_transports.set_all, transports, transport_event, now))[0])
+    for events, _ in await asyncio.gather(
             write_created(repos.sfu_inbound_rtp_pads.set_all, in_pads, rtp_pad_event, now),
             write_created(repos.sfu_outbound_rtp_pads.set_all, out_pads, rtp_pad_event, now),
             write_created(repos.sfu_sctp_channels.set_all, channels, sctp_channel_event, now)):

@@ -21,6 +21,18 @@ from observer.repositories.entities import (
     TrackRef,
     replace,
 )
+from observer.repositories.journal import (
+    JournalEntity,
+    JournalEntry,
+    JournalKey,
+    call_key,
+    client_key,
+    created_at,
+    grid_key,
+    journal_key,
+    peer_connection_key,
+    track_key,
+)
 from observer.repositories.repositories import KINDS, Repositories, room_key, ssrc_key
 
 __all__ = [
@@ -30,6 +42,9 @@ __all__ = [
     "Call",
     "Client",
     "InboundTrack",
+    "JournalEntity",
+    "JournalEntry",
+    "JournalKey",
     "OutboundTrack",
     "PadRef",
     "PeerConnection",
@@ -43,8 +58,15 @@ __all__ = [
     "SfuSctpChannel",
     "SfuTransport",
     "TrackRef",
+    "call_key",
+    "client_key",
+    "created_at",
     "entity_codec",
+    "grid_key",
+    "journal_key",
+    "peer_connection_key",
     "replace",
     "room_key",
     "ssrc_key",
+    "track_key",
 ]

@@ -1,8 +1,10 @@
 """The storages the observer keeps its entities in, one per entity kind (spec/observer.md §3).
 
 Rooms live in a replicated storage: its ``insert_all`` is atomic cluster-wide, which is what makes
-one callId per room (and one CALL_STARTED) hold across daemons. Every other kind lives in a
-separated storage (each entry owned by the daemon that created it). Callers use the bulk
+one callId per room (and one CALL_STARTED) hold across daemons. So does the lifecycle journal
+(``observer.repositories.journal``): the calls, clients, PCs and client tracks started and not ended
+yet, which outlive the daemon that owned them. Every other kind lives in a separated storage (each
+entry owned by the daemon that created it). Callers use the bulk
 operations of the base ``Storage`` API only (one request per kind per pipeline batch), so the code
 stays the same whether the storages are local or span several daemons.
 """
@@ -37,6 +39,12 @@ from observer.repositories.entities import (
     SfuTransport,
     TrackRef,
 )
+from observer.repositories.journal import (
+    JOURNAL_KEY_CODEC,
+    JOURNAL_VALUE_CODEC,
+    JournalEntry,
+    JournalKey,
+)
 
 V = TypeVar("V")
 
@@ -57,6 +65,7 @@ SFU_SCTP_CHANNELS = "observertc-sfu-sctp-streams"
 # indexes (ours): "<callId>#<ssrc>" -> outbound track, "<sfuStreamId>#<ssrc>" -> internal outbound pad
 OUTBOUND_TRACK_SSRCS = "observertc-outbound-track-ssrcs"
 SFU_INTERNAL_OUTBOUND_PADS = "observertc-sfu-internal-outbound-pads"
+LIFECYCLE_JOURNAL = "observertc-lifecycle"
 
 BACKUPS = "observertc-repository-backups"
 _ROOM_KEY_SEPARATOR = "##://:##"
@@ -77,6 +86,7 @@ class Kind(Generic[V]):
     storage_id: str
     codec: Codec[V]
     replicated: bool = False
+    key_codec: Codec[Any] = KEY_CODEC
 
 
 KINDS: dict[str, Kind[Any]] = {
@@ -95,6 +105,7 @@ KINDS: dict[str, Kind[Any]] = {
     "sfu_sctp_channels": Kind(SFU_SCTP_CHANNELS, entity_codec(SfuSctpChannel)),
     "outbound_track_ssrcs": Kind(OUTBOUND_TRACK_SSRCS, ref_codec(TrackRef)),
     "sfu_internal_outbound_pads": Kind(SFU_INTERNAL_OUTBOUND_PADS, ref_codec(PadRef)),
+    "journal": Kind(LIFECYCLE_JOURNAL, JOURNAL_VALUE_CODEC, replicated=True, key_codec=JOURNAL_KEY_CODEC),
 }
 
 StorageFactory = Callable[[Kind[Any]], Storage[str, Any]]
@@ -117,6 +128,7 @@ class Repositories:
     sfu_sctp_channels: Storage[str, SfuSctpChannel]
     outbound_track_ssrcs: Storage[str, TrackRef]
     sfu_internal_outbound_pads: Storage[str, PadRef]
+    journal: Storage[JournalKey, JournalEntry]
     backups: Backups | None = None
 
     @classmethod
@@ -139,8 +151,8 @@ class Repositories:
 
         def factory(kind: Kind[Any]) -> Storage[str, Any]:
             if kind.replicated or not separated:
-                return grid.replicated_storage(kind.storage_id, key_codec=KEY_CODEC, value_codec=kind.codec)
-            return grid.separated_storage(kind.storage_id, key_codec=KEY_CODEC, value_codec=kind.codec,
+                return grid.replicated_storage(kind.storage_id, key_codec=kind.key_codec, value_codec=kind.codec)
+            return grid.separated_storage(kind.storage_id, key_codec=kind.key_codec, value_codec=kind.codec,
                                           backups=backups, registry=registry)
 
         repositories = cls.build(factory)

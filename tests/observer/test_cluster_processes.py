@@ -15,14 +15,16 @@ import aiohttp
 import pytest
 
 from tests.observer.replay import MANIFEST_DATA, event_counts, frame_bytes, rest_path, scenario_files
-from tests.observer.test_e2e_fixtures import check_scenario
+from tests.observer.test_e2e_fixtures import END_OF, check_scenario
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
 
-from observer_cluster import ObserverCluster  # noqa: E402
+from observer_cluster import ObserverCluster
 
 pytestmark = pytest.mark.processes
 SCENARIOS = sorted(MANIFEST_DATA["scenarios"])
+CALL_SIDE = ("CALL_STARTED", "CLIENT_JOINED", "PEER_CONNECTION_OPENED", "MEDIA_TRACK_ADDED")
+SFU_SIDE = ("SFU_JOINED", "SFU_TRANSPORT_OPENED", "SFU_RTP_PAD_ADDED", "SFU_SCTP_STREAM_ADDED")
 
 
 def _clients(scenario: str) -> list[str]:
@@ -87,8 +89,14 @@ async def test_clients_of_one_room_on_three_daemons_act_as_one_observer() -> Non
 @pytest.mark.parametrize("backups", [True, False], ids=["backups", "no-backups"])
 async def test_daemons_killed_mid_call_events_stay_exactly_once(backups: bool) -> None:
     """Half of each call's frames go in, then the leader is SIGKILLed and its clients continue on the
-    survivors; then a follower is killed too. No CALL_STARTED or CLIENT_JOINED twice, and every
-    started call and joined client ends exactly once after idle."""
+    survivors; then a follower is killed too. Every room keeps one callId; no CALL_STARTED,
+    CLIENT_JOINED, PEER_CONNECTION_OPENED or MEDIA_TRACK_ADDED twice; and every started call, joined
+    client, opened PC and added track ends exactly once after idle.
+
+    Without backups the calls, clients, PCs and tracks of a killed daemon come back from the
+    lifecycle journal (docs/cluster.md, "Without backups"). Its SFU entities do not (not recovered
+    without backups, as documented): an SFU whose daemon died is seen anew on a survivor, so SFU
+    events are only counted here with backups."""
     with ObserverCluster(3, backups=backups, idle_s=4) as cluster:
         async with aiohttp.ClientSession() as session:
             await cluster.wait_ready(session)
@@ -105,19 +113,32 @@ async def test_daemons_killed_mid_call_events_stay_exactly_once(backups: bool) -
             await cluster.wait_ready(session, timeout=60)
             await asyncio.gather(*(play(s, e[len(e) // 2:], 1) for s, e in plan.items()))
             await asyncio.sleep(1.2)
-            follower = next(d for d in cluster.alive() if d is not await cluster.leader(session))
+            current = await cluster.leader(session)
+            follower = next(d for d in cluster.alive() if d is not current)
             follower.kill()
             await cluster.wait_ready(session, timeout=60)
 
             def ended() -> bool:
                 counts = event_counts(cluster.reports())
-                return counts["CALL_ENDED"] >= counts["CALL_STARTED"] and counts["CLIENT_LEFT"] >= counts[
-                    "CLIENT_JOINED"]
+                return all(counts[END_OF[name]] >= counts[name] for name in CALL_SIDE)
 
             await _wait(ended, timeout=60)
             await asyncio.sleep(3)
-            counts = event_counts(cluster.reports())
-            assert counts["CALL_STARTED"] == len(SCENARIOS), counts
-            assert counts["CLIENT_JOINED"] == 12, counts
-            assert counts["CALL_ENDED"] == counts["CALL_STARTED"], counts
-            assert counts["CLIENT_LEFT"] == counts["CLIENT_JOINED"], counts
+            reports = cluster.reports()
+            counts = event_counts(reports)
+            for name in CALL_SIDE:
+                expected = sum(MANIFEST_DATA["scenarios"][s]["expectedEntityEvents"][name] for s in SCENARIOS)
+                assert counts[name] == expected, (name, counts)
+                assert counts[END_OF[name]] == expected, (END_OF[name], counts)
+            rooms: dict[str, set[str]] = {}
+            for report in reports:
+                payload = report["payload"]
+                if payload.get("roomId") and payload.get("callId"):
+                    rooms.setdefault(payload["roomId"], set()).add(payload["callId"])
+            assert len(rooms) == len(SCENARIOS) and all(len(ids) == 1 for ids in rooms.values()), rooms
+            if backups:
+                for name in SFU_SIDE:
+                    expected = sum(MANIFEST_DATA["scenarios"][s]["expectedEntityEvents"].get(name, 0)
+                                   for s in SCENARIOS)
+                    assert counts[name] == expected, (name, counts)
+                    assert counts[END_OF[name]] == expected, (END_OF[name], counts)

@@ -14,6 +14,7 @@ from observer.repositories import (
     Call,
     Client,
     InboundTrack,
+    JournalEntry,
     OutboundTrack,
     PadRef,
     PeerConnection,
@@ -27,8 +28,15 @@ from observer.repositories import (
     SfuSctpChannel,
     SfuTransport,
     TrackRef,
+    call_key,
+    client_key,
+    created_at,
+    grid_key,
+    journal_key,
+    peer_connection_key,
     room_key,
     ssrc_key,
+    track_key,
 )
 from tests.hamok.cluster_util import close_all, formed, start_cluster, wait_until
 from tests.observer.test_pipeline_support import separated_storage_available, single_node_grid
@@ -56,6 +64,7 @@ SAMPLES = {
     "sfu_sctp_channels": SfuSctpChannel("svc", "sfu", "transport", "sctp", "channel", 1, 2, 3, "mu", None),
     "outbound_track_ssrcs": REF,
     "sfu_internal_outbound_pads": PAD,
+    "journal": JournalEntry(Client("svc", "room", "call", "client", 1, 2, 3, None, None, None, None)),
 }
 
 
@@ -63,7 +72,8 @@ def test_every_kind_has_a_sample_and_a_distinct_observertc_storage_id() -> None:
     assert set(SAMPLES) == set(KINDS)
     ids = [kind.storage_id for kind in KINDS.values()]
     assert len(set(ids)) == len(ids) and all(i.startswith("observertc-") for i in ids)
-    assert [name for name, kind in KINDS.items() if kind.replicated] == ["rooms"]
+    assert [name for name, kind in KINDS.items() if kind.replicated] == ["rooms", "journal"]
+    assert KINDS["journal"].storage_id == "observertc-lifecycle"
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
@@ -72,7 +82,44 @@ def test_codec_round_trip(name: str) -> None:
     value = SAMPLES[name]
     data = codec.encode(value)
     assert codec.decode(data) == value
+    if name == "journal":
+        data = data[1:]  # one byte names the entity class
     assert isinstance(msgpack.unpackb(data), list)  # compact: field values only, no names
+
+
+@pytest.mark.parametrize("name", ["calls", "clients", "peer_connections", "inbound_tracks", "outbound_tracks"])
+def test_lifecycle_journal_holds_every_call_side_kind_under_its_incarnation_key(name: str) -> None:
+    entity = SAMPLES[name]
+    kind = KINDS["journal"]
+    assert kind.codec.decode(kind.codec.encode(JournalEntry(entity))).entity == entity
+    key = journal_key(entity)
+    assert kind.key_codec.decode(kind.key_codec.encode(key)) == key
+    assert key[0] == {"calls": "call", "clients": "client", "peer_connections": "pc", "inbound_tracks": "in",
+                      "outbound_tracks": "out"}[name]
+    assert "call" in key  # every incarnation key names the call: another call is another incarnation
+    assert grid_key(entity) in {"call", "client", "pc", "track"}
+    assert created_at(entity) == 1
+
+
+def test_lifecycle_journal_keys_cannot_be_confused_by_separators_in_ids() -> None:
+    codec = KINDS["journal"].key_codec
+    a, b = client_key("a|b", "c"), client_key("a", "b|c")
+    assert a != b and codec.encode(a) != codec.encode(b)
+    assert track_key("in", "c", "p", "t") != track_key("out", "c", "p", "t")
+    assert peer_connection_key("c", "x", "p") == journal_key(
+        PeerConnection("s", "r", "c", "x", "p", 1, 1, 1, None, None, None, None))
+    assert call_key("c") == journal_key(Call("s", "r", "c", 1, None, None, 1))
+    with pytest.raises(ValueError, match="tag"):
+        KINDS["journal"].codec.decode(b"\x09" + KINDS["calls"].codec.encode(SAMPLES["calls"]))
+    with pytest.raises(ValueError, match="entity or"):
+        JournalEntry()
+
+
+def test_lifecycle_journal_entries_decode_only_when_read() -> None:
+    codec = KINDS["journal"].codec
+    entry = codec.decode(codec.encode(JournalEntry(SAMPLES["outbound_tracks"])))
+    assert entry._entity is None  # applied on every daemon, read almost never
+    assert entry.entity == SAMPLES["outbound_tracks"] and entry._entity is not None
 
 
 def test_entities_are_frozen() -> None:
@@ -114,7 +161,9 @@ async def test_on_grid_entities_are_separated() -> None:
 
     async with single_node_grid() as grid:
         repos = Repositories.on_grid(grid)
-        assert all(isinstance(storage, SeparatedStorage) for name, storage in repos.items() if name != "rooms")
+        assert all(isinstance(storage, SeparatedStorage) for name, storage in repos.items()
+                   if name not in ("rooms", "journal"))
+        assert isinstance(repos.journal, ReplicatedStorage) and repos.journal.id == "observertc-lifecycle"
         await repos.clients.set_all({"client": SAMPLES["clients"]})
         assert await repos.clients.get_all(["client"]) == {"client": SAMPLES["clients"]}
 
