@@ -408,6 +408,17 @@ def _local_lines(f: FieldSpec, mapping: str, key: str, indent: str) -> list[str]
     return lines
 
 
+def compile_report(report_type: ReportType, context_names: Sequence[str],
+                   extra: Mapping[str, Source] | None = None) -> PayloadFn:
+    """The payload builder of ``report_type``: fields named in ``context_names`` come from the
+    per-sample context, ``extra`` overrides where other fields come from, the rest from the element."""
+    fields = report_fields(report_type)
+    names = {f.name for f in fields}
+    sources: dict[str, Source] = {k: (("ctx", k),) for k in context_names if k in names}
+    sources.update(extra or {})
+    return compile_payload(report_type.value, fields, sources)
+
+
 def _slow_path(schema: str, coercer: Callable[[Any], Any]) -> Callable[[Any, str], Any]:
     def coerce_or_count(v: Any, field: str) -> Any:
         r = coercer(v)

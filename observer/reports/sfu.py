@@ -18,7 +18,7 @@ from observer.reports.schema import (
     PayloadFn,
     Source,
     compile_payload,
-    report_fields,
+    compile_report,
     to_bool,
 )
 
@@ -39,11 +39,7 @@ _build_context = compile_payload(SAMPLE_SCHEMA, _CONTEXT_FIELDS, {
 
 
 def _compile(report_type: ReportType, extra: Mapping[str, Source] | None = None) -> PayloadFn:
-    fields = report_fields(report_type)
-    names = {f.name for f in fields}
-    sources: dict[str, Source] = {k: (("ctx", k),) for k in _CONTEXT_NAMES if k in names}
-    sources.update(extra or {})
-    return compile_payload(report_type.value, fields, sources)
+    return compile_report(report_type, _CONTEXT_NAMES, extra)
 
 
 _NOT_SET_BY_SFU: dict[str, Source] = {"callId": (), "roomId": ()}
