@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+BUFFER_MS = 50
 sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("OBSERVER_SHARED_DIR", ROOT.parent / "shared"))
 FIXTURES = SHARED / "fixtures"
@@ -68,7 +69,11 @@ def run_daemon(port: int, mgmt: int, sinks: dict[str, Any] | None = None) -> Non
     config = load_config(None, env={}, overrides={
         "micronaut": {"server": {"port": port}}, "endpoints": {"all": {"port": mgmt}},
         "observer": {"sinks": sinks or {"off": {"type": "LoggerSink", "enabled": False}},
-                     "security": {"printConfigs": False}},
+                     "security": {"printConfigs": False},
+                     # short collector windows, so the latency shows processing, not the seed's
+                     # 1 s / 2 s batching windows
+                     "buffers": {"samplesCollector": {"maxItems": 100, "maxTimeInMs": BUFFER_MS},
+                                 "reportsCollector": {"maxItems": 5000, "maxTimeInMs": BUFFER_MS}}},
     })
 
     async def main() -> None:
@@ -297,26 +302,37 @@ def bare_decode_rate(tpl: Templates, seconds: float = 2.0) -> float:
     return n / (time.perf_counter() - start)
 
 
-async def main(args: argparse.Namespace) -> None:
-    tpl = Templates()
+def _start_daemon() -> tuple[subprocess.Popen[bytes], int, int]:
     port, mgmt = free_port(), free_port()
     daemon = subprocess.Popen([sys.executable, __file__, "--daemon", "--port", str(port), "--mgmt", str(mgmt)],
                               stdout=subprocess.PIPE)
+    assert daemon.stdout is not None
+    assert daemon.stdout.readline().startswith(b"ready")
+    return daemon, port, mgmt
+
+
+async def main(args: argparse.Namespace) -> None:
+    tpl = Templates()
+    daemon, port, mgmt = _start_daemon()
     try:
-        assert daemon.stdout is not None
-        assert daemon.stdout.readline().startswith(b"ready")
         args.ticks_sent = 0
         await drive(args, tpl, port, mgmt, "ws", args.clients * 2, None)   # warm-up: clients join
         flood_ws = await drive(args, tpl, port, mgmt, "ws", args.samples, None)
         paced_ws = await drive(args, tpl, port, mgmt, "ws", args.samples // 2, flood_ws["samples/s"] * 0.5)
         flood_rest = await drive(args, tpl, port, mgmt, "rest", args.samples // 2, None)
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+    daemon, port, mgmt = _start_daemon()    # a fresh daemon: RSS of the active clients alone
+    try:
         growth, rss_total = await active_clients_rss(tpl, port, mgmt, daemon.pid, args.active)
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)
     floor = bare_decode_rate(tpl)
     print(f"\nobserver: one daemon process, JSON client frames ({len(tpl.raw)} templates, "
-          f"{statistics.mean(len(f) for f in tpl.raw) / 1024:.1f} KB avg), {args.clients} clients")
+          f"{statistics.mean(len(f) for f in tpl.raw) / 1024:.1f} KB avg, per-client sequences), "
+          f"{args.clients} clients, collector windows {BUFFER_MS} ms")
     print(f"{'run':34} {'samples':>8} {'samples/s':>10} {'reports/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
     for name, r in (("websocket, flood", flood_ws), ("websocket, paced at 50% capacity", paced_ws),
                     ("REST, flood (1 request/client)", flood_rest)):
@@ -324,7 +340,8 @@ async def main(args: argparse.Namespace) -> None:
               f"{r['p50 ms']:8.1f} {r['p99 ms']:8.1f}")
     print(f"{'bare orjson.loads of the frames':34} {'':8} {floor:10.0f}")
     print(f"ratio websocket end-to-end / bare decoding: {flood_ws['samples/s'] / floor:.3f}")
-    print(f"RSS with {args.active} active clients: {rss_total:.0f} MB total, +{growth:.0f} MB for the clients")
+    print(f"RSS with {args.active} active clients (fresh daemon): {rss_total:.0f} MB total, "
+          f"+{growth:.0f} MB for the clients")
 
 
 if __name__ == "__main__":
