@@ -247,15 +247,21 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def active_clients_rss(tpl: Templates, port: int, mgmt: int, pid: int, active: int) -> tuple[float, float]:
+async def active_clients_rss(tpl: Templates, port: int, mgmt: int, pid: int, active: int,
+                             rate: float = 700.0) -> tuple[float, float, float]:
+    """Join ``active`` clients (their first frame each, at ``rate`` per second, below capacity so the
+    pipeline's backlog does not decide the number), then read the daemon's RSS. Returns (growth MB,
+    total MB, clients the daemon reports as joined)."""
     import aiohttp
 
     idle_rss = rss_mb(pid)
     async with aiohttp.ClientSession() as session:
         before = await scrape(session, f"http://127.0.0.1:{mgmt}/metrics")
-        sem = asyncio.Semaphore(64)
+        sem = asyncio.Semaphore(16)
+        start = time.monotonic()
 
         async def one(c: int) -> None:
+            await asyncio.sleep(max(0.0, start + c / rate - time.monotonic()))
             room, member = divmod(c, 3)
             async with sem, session.post(f"http://127.0.0.1:{port}/rest/samples/rss/webapp?format=json",
                                          data=tpl.frame(0, 100_000 + room, member),
@@ -265,29 +271,9 @@ async def active_clients_rss(tpl: Templates, port: int, mgmt: int, pid: int, act
         await asyncio.gather(*(one(c) for c in range(active)))
         await asyncio.sleep(3.0)
         after = await scrape(session, f"http://127.0.0.1:{mgmt}/metrics")
-        joined = after.get('observertc_pipeline_events_total{name="CLIENT_JOINED"}', float("nan")) - before.get(
-            'observertc_pipeline_events_total{name="CLIENT_JOINED"}', 0.0)
-    return rss_mb(pid) - idle_rss, rss_mb(pid) if joined == joined else float("nan")
-
-
-async def flood_rate(tpl: Templates, samples: int, clients: int, sinks: dict[str, Any] | None = None,
-                     ) -> dict[str, float]:
-    """Start a daemon (optionally with extra sinks besides the counting one), warm it up, and
-    measure one websocket flood."""
-    port, mgmt = free_port(), free_port()
-    cmd = [sys.executable, __file__, "--daemon", "--port", str(port), "--mgmt", str(mgmt)]
-    if sinks:
-        cmd += ["--sinks-json", json.dumps(sinks)]
-    daemon = subprocess.Popen(cmd, stdout=subprocess.PIPE)
-    try:
-        assert daemon.stdout is not None
-        assert daemon.stdout.readline().startswith(b"ready")
-        args = argparse.Namespace(clients=clients, ticks_sent=0)
-        await drive(args, tpl, port, mgmt, "ws", clients * 2, None)
-        return await drive(args, tpl, port, mgmt, "ws", samples, None)
-    finally:
-        daemon.terminate()
-        daemon.wait(timeout=30)
+    key = 'observertc_pipeline_events_total{name="CLIENT_JOINED"}'
+    joined = after.get(key, 0.0) - before.get(key, 0.0)
+    return rss_mb(pid) - idle_rss, rss_mb(pid), joined
 
 
 def bare_decode_rate(tpl: Templates, seconds: float = 2.0) -> float:
@@ -325,7 +311,7 @@ async def main(args: argparse.Namespace) -> None:
         daemon.wait(timeout=30)
     daemon, port, mgmt = _start_daemon()    # a fresh daemon: RSS of the active clients alone
     try:
-        growth, rss_total = await active_clients_rss(tpl, port, mgmt, daemon.pid, args.active)
+        growth, rss_total, joined = await active_clients_rss(tpl, port, mgmt, daemon.pid, args.active)
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)
@@ -340,8 +326,8 @@ async def main(args: argparse.Namespace) -> None:
               f"{r['p50 ms']:8.1f} {r['p99 ms']:8.1f}")
     print(f"{'bare orjson.loads of the frames':34} {'':8} {floor:10.0f}")
     print(f"ratio websocket end-to-end / bare decoding: {flood_ws['samples/s'] / floor:.3f}")
-    print(f"RSS with {args.active} active clients (fresh daemon): {rss_total:.0f} MB total, "
-          f"+{growth:.0f} MB for the clients")
+    print(f"RSS with {args.active} active clients (fresh daemon, {joined:.0f} CLIENT_JOINED): "
+          f"{rss_total:.0f} MB total, +{growth:.0f} MB for the clients")
 
 
 if __name__ == "__main__":
