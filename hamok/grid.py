@@ -522,8 +522,6 @@ class StorageGrid:
         if mtype == MessageType.JOIN_REQUEST:
             self._on_join_request(message)
             return
-        if mtype == MessageType.JOIN_RESPONSE:
-            return
         if is_response(mtype):
             pending = self._pending.get(message.request_id or "")
             if pending is not None:

@@ -20,9 +20,8 @@ class MessageType(enum.IntEnum):
     # grid level
     HELLO = 1                 # membership / cluster info exchanged when a peer comes up
     RAFT = 2                  # a pysyncobj message (payload = its dict)
-    JOIN_REQUEST = 3          # ask the leader to add the sender to the raft membership
-    JOIN_RESPONSE = 4
-    SUBMIT_REQUEST = 5        # not used by the pysyncobj bridge (it forwards commands itself); reserved
+    JOIN_REQUEST = 3          # ask the leader to add the sender to the raft membership (no reply: the
+                              # joiner sees the leader's append-entries)
     # storage requests / responses
     GET_ENTRIES_REQUEST = 20
     GET_ENTRIES_RESPONSE = 21
@@ -63,7 +62,6 @@ _RESPONSE_OF: dict[MessageType, MessageType] = {
     MessageType.REMOVE_ENTRIES_REQUEST: MessageType.REMOVE_ENTRIES_RESPONSE,
     MessageType.EVICT_ENTRIES_REQUEST: MessageType.EVICT_ENTRIES_RESPONSE,
     MessageType.CLEAR_ENTRIES_REQUEST: MessageType.CLEAR_ENTRIES_RESPONSE,
-    MessageType.JOIN_REQUEST: MessageType.JOIN_RESPONSE,
 }
 _RESPONSES = frozenset(_RESPONSE_OF.values()) | {MessageType.NO_STORAGE_RESPONSE}
 

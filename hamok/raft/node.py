@@ -286,9 +286,6 @@ class RaftNode:
     def remove_member(self, peer_id: str, callback: Callable[[Any, int], None]) -> None:
         self._sync.removeNodeFromCluster(GridNode(peer_id), callback=callback)
 
-    def force_log_compaction(self) -> None:
-        self._sync.forceLogCompaction()
-
     def destroy(self) -> None:
         self._sync._SyncObj__destroying = True
         self._sync._doDestroy()

@@ -66,6 +66,14 @@ class ObservedTrack:
     sfu_sink_id: str | None
 
 
+
+def _widen(observed: Any, timestamp: int) -> None:
+    """Stretch an observed object's [min_ts, max_ts] to cover ``timestamp``."""
+    if timestamp < observed.min_ts:
+        observed.min_ts = timestamp
+    elif timestamp > observed.max_ts:
+        observed.max_ts = timestamp
+
 @attrs.define(slots=True, eq=False)
 class ObservedPeerConnection:
     peer_connection_id: str
@@ -100,10 +108,7 @@ class ObservedClient:
 
     def add(self, sample: Sample, media_unit_id: str, timestamp: int) -> None:
         self.samples.append((sample, media_unit_id))
-        if timestamp < self.min_ts:
-            self.min_ts = timestamp
-        elif timestamp > self.max_ts:
-            self.max_ts = timestamp
+        _widen(self, timestamp)
         if self.user_id is None:
             self.user_id = _str(sample.get("userId"))
         if self.marker is None:
@@ -196,10 +201,8 @@ class ClientBatch:
         room = self.rooms.get(key)
         if room is None:
             room = self.rooms[key] = ObservedRoom(service_id, room_id, key, timestamp, timestamp)
-        elif timestamp < room.min_ts:
-            room.min_ts = timestamp
-        elif timestamp > room.max_ts:
-            room.max_ts = timestamp
+        else:
+            _widen(room, timestamp)
         if room.marker is None:
             room.marker = _str(sample.get("marker"))
         client = room.clients.get(client_id)
@@ -259,10 +262,7 @@ class ObservedSfu:
 
     def add(self, sample: Sample, media_unit_id: str, timestamp: int) -> None:
         self.samples.append((sample, media_unit_id))
-        if timestamp < self.min_ts:
-            self.min_ts = timestamp
-        elif timestamp > self.max_ts:
-            self.max_ts = timestamp
+        _widen(self, timestamp)
         if self.marker is None:
             self.marker = _str(sample.get("marker"))
         if self.time_zone_offset is None:

@@ -256,17 +256,24 @@ class _Plan:
             quiet.add(grid_key)
         return entity
 
+    def _previous(self, track: ObservedTrack, client: Client, old: Any, kind: str, moved: dict[str, Any],
+                  quiet: Any) -> tuple[Any, bool]:
+        """The stored track to update, or None to create one: a track found under another call or
+        peer connection has moved (it is closed and created again); one missing from the grid but
+        in the lifecycle journal is restored quietly. Returns (track or None, restored)."""
+        if old is not None and (old.call_id != client.call_id or old.peer_connection_id != track.peer_connection_id):
+            moved[track.track_id] = old
+            old = None
+        if old is not None:
+            return old, False
+        old = self._restore(track_key(kind, client.call_id, track.peer_connection_id, track.track_id), quiet,
+                            track.track_id)
+        return old, old is not None
+
     def _inbound(self, track: ObservedTrack, client: Client, observed: ObservedClient,
                  old: InboundTrack | None) -> None:
         now = self.now
-        if old is not None and (old.call_id != client.call_id or old.peer_connection_id != track.peer_connection_id):
-            self.moved_inbound[track.track_id] = old
-            old = None
-        restored = False
-        if old is None:
-            old = self._restore(track_key(INBOUND_TRACK, client.call_id, track.peer_connection_id, track.track_id),
-                                self.quiet_inbound, track.track_id)
-            restored = old is not None
+        old, restored = self._previous(track, client, old, INBOUND_TRACK, self.moved_inbound, self.quiet_inbound)
         if old is None:
             entity = InboundTrack(
                 client.service_id, client.room_id, client.call_id, client.client_id, track.peer_connection_id,
@@ -289,14 +296,8 @@ class _Plan:
     def _outbound(self, track: ObservedTrack, client: Client, observed: ObservedClient,
                   old: OutboundTrack | None) -> None:
         now = self.now
-        if old is not None and (old.call_id != client.call_id or old.peer_connection_id != track.peer_connection_id):
-            self.moved_outbound[track.track_id] = old
-            old = None
-        restored = False
-        if old is None:
-            old = self._restore(track_key(OUTBOUND_TRACK, client.call_id, track.peer_connection_id, track.track_id),
-                                self.quiet_outbound, track.track_id)
-            restored = old is not None
+        old, restored = self._previous(track, client, old, OUTBOUND_TRACK, self.moved_outbound,
+                                       self.quiet_outbound)
         if old is None:
             entity = OutboundTrack(
                 client.service_id, client.room_id, client.call_id, client.client_id, track.peer_connection_id,

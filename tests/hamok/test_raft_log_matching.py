@@ -119,7 +119,6 @@ def test_leader_next_index_on_pipelined_success_replies(safety_fix: bool) -> Non
     for _ in range(3):
         leader.submit(b"\x00", lambda r, e: None)
         leader.tick()
-    leader._sync._SyncObj__raftMatchIndex  # noqa: B018 - exists on the pinned version
     from hamok.raft.node import GridNode
 
     node = GridNode("f")

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from hamok.errors import UnsupportedOperationError
+from hamok.errors import HamokTimeoutError, NoLeaderError, UnsupportedOperationError
 from hamok.storages.events import EventKind
 from hamok.transport.memory import Faults, InMemoryNetwork
 
@@ -150,7 +150,7 @@ async def test_minority_cannot_commit_majority_can() -> None:
     by_id = {g.local_id: s for g, s in zip(grids, stores, strict=True)}
     await by_id[leader].set("in-majority", 1)
     lone = by_id[sorted(minority)[0]]
-    with pytest.raises(Exception):  # noqa: B017 - NoLeader or timeout, either is a refusal
+    with pytest.raises((NoLeaderError, HamokTimeoutError)):
         await lone.set("in-minority", 1)
     net.heal()
     await wait_until(lambda: all(g.leader_id is not None for g in grids), timeout=10)
