@@ -29,6 +29,7 @@ from observer.config.schema import (
     K8sPodsDiscoveryConfig,
     StaticDiscoveryConfig,
 )
+from observer.gc_tuning import tune_gc_for_throughput
 from observer.management import ManagementServer, PrefixedCollector
 from observer.pipeline.expiry import Expirer
 from observer.pipeline.pipeline import Pipeline
@@ -90,6 +91,7 @@ def pipeline_settings(config: ObserverConfig) -> PipelineSettings:
             hash_salt=obf.hash_salt,
         ),
         use_backups=rep.use_backups,
+        max_pending_samples=config.sources.max_pending_samples,
     )
 
 
@@ -283,6 +285,7 @@ async def run(config: ObserverConfig) -> None:
             loop.add_signal_handler(sig, stop.set)
     try:
         await app.start()
+        tune_gc_for_throughput()
         await stop.wait()
     finally:
         await app.stop()

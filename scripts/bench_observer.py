@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import socket
@@ -28,6 +29,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BUFFER_MS = 50
+# with no enabled sink the daemon adds its default logger sink; this one is enabled and takes no report
+QUIET_SINKS = {"quiet": {"type": "LoggerSink", "reports": {"sendCallEvents": False}}}
 sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("OBSERVER_SHARED_DIR", ROOT.parent / "shared"))
 FIXTURES = SHARED / "fixtures"
@@ -39,6 +42,7 @@ def run_daemon(port: int, mgmt: int, sinks: dict[str, Any] | None = None) -> Non
 
     from observer.app import ObserverApp
     from observer.config import load_config
+    from observer.gc_tuning import tune_gc_for_throughput
     from observer.reports.model import Report, ReportType
     from observer.sinks.base import Sink
 
@@ -51,7 +55,8 @@ def run_daemon(port: int, mgmt: int, sinks: dict[str, Any] | None = None) -> Non
             super().__init__("count", registry=registry)
             self.reports = Counter("bench_reports", "reports received", registry=registry)
             self.latency = Histogram("bench_sample_to_sink_seconds", "sample timestamp -> sink",
-                                     buckets=(.001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5, 10, 30),
+                                     buckets=(.005, .01, .02, .03, .05, .075, .1, .15, .2, .3, .5, .75, 1, 1.5, 2,
+                                              3, 5, 10, 30),
                                      registry=registry)
 
         async def _send(self, batch: Sequence[Report]) -> None:
@@ -68,7 +73,7 @@ def run_daemon(port: int, mgmt: int, sinks: dict[str, Any] | None = None) -> Non
 
     config = load_config(None, env={}, overrides={
         "micronaut": {"server": {"port": port}}, "endpoints": {"all": {"port": mgmt}},
-        "observer": {"sinks": sinks or {"off": {"type": "LoggerSink", "enabled": False}},
+        "observer": {"sinks": sinks or QUIET_SINKS,
                      "security": {"printConfigs": False},
                      # short collector windows, so the latency shows processing, not the seed's
                      # 1 s / 2 s batching windows
@@ -82,6 +87,7 @@ def run_daemon(port: int, mgmt: int, sinks: dict[str, Any] | None = None) -> Non
         registry = CollectorRegistry()
         app = ObserverApp(config, registry=registry, extra_sinks=[CountingSink(registry)])
         await app.start()
+        tune_gc_for_throughput()  # as observer.app.run does
         print("ready", flush=True)
         await asyncio.Event().wait()
 
@@ -118,15 +124,20 @@ class Templates:
         sequence = self.sequences[(room * 3 + client) % len(self.sequences)]
         if tick >= len(sequence):
             tick = len(sequence) - 2 + (tick - len(sequence)) % 2
-        data, ids, ts = sequence[tick]
+        data, ts = self._rewritten(tick, room, client)
+        if ts:
+            data = data.replace(ts, b"%d" % (int(time.time() * 1000) if timestamp_ms is None else timestamp_ms))
+        return data
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 -- one Templates per run; the load side must stay cheap
+    def _rewritten(self, tick: int, room: int, client: int) -> tuple[bytes, bytes]:
+        data, ids, ts = self.sequences[(room * 3 + client) % len(self.sequences)][tick]
         tag = b"%012x" % (room * 16 + client)
         for original in ids:
             data = data.replace(original, original[:-12] + tag)
         for name in self.room_names:
             data = data.replace(name, b"bench-room-%08d" % room)
-        if ts:
-            data = data.replace(ts, b"%d" % (int(time.time() * 1000) if timestamp_ms is None else timestamp_ms))
-        return data
+        return data, ts
 
     def client_id(self, room: int, client: int) -> str:
         """The clientId the frames of (room, client) carry."""
@@ -182,6 +193,10 @@ async def wait_done(session: Any, metrics_url: str, before: dict[str, float], sa
             before, 'observertc_pipeline_samples_total{kind="client"}')
         produced = _total(m, "observertc_pipeline_reports_total") - _total(before, "observertc_pipeline_reports_total")
         arrived = m.get("bench_reports_total", 0.0) - before.get("bench_reports_total", 0.0)
+        dropped = (_total(m, "observertc_sink_reports_dropped_total")
+                   - _total(before, "observertc_sink_reports_dropped_total"))
+        if dropped:
+            raise RuntimeError(f"the sinks dropped {dropped:.0f} reports")
         if processed >= samples and arrived >= produced:
             return time.monotonic(), m
         await asyncio.sleep(0.05)
@@ -194,7 +209,8 @@ async def drive(args: argparse.Namespace, tpl: Templates, port: int, mgmt: int, 
 
     metrics_url = f"http://127.0.0.1:{mgmt}/metrics"
     clients = args.clients
-    async with aiohttp.ClientSession() as session:
+    # no connection limit: aiohttp's default of 100 would queue the other clients' websockets
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         before = await scrape(session, metrics_url)
         base_reports = before.get("bench_reports_total", 0.0)
         per_client = samples // clients
@@ -208,21 +224,21 @@ async def drive(args: argparse.Namespace, tpl: Templates, port: int, mgmt: int, 
             url = f"ws://127.0.0.1:{port}/samples/bench/webapp?format=json"
             async with session.ws_connect(url, max_msg_size=0) as ws:
                 for i in range(per_client):
+                    if interval:  # clients spread over the interval, as independent monitors are
+                        await asyncio.sleep(max(0.0, start + (i + c / clients) * interval - time.monotonic()))
                     await ws.send_bytes(tpl.frame(tick0 + i, room, member))
-                    if interval:
-                        await asyncio.sleep(max(0.0, start + (i + 1) * interval - time.monotonic()))
-                    elif i % 4 == 0:
+                    if not interval and i % 4 == 0:
                         await asyncio.sleep(0)
 
         async def rest_client(c: int) -> None:
             room, member = divmod(c, 3)
             url = f"http://127.0.0.1:{port}/rest/samples/bench/webapp?format=json"
             for i in range(per_client):
+                if interval:
+                    await asyncio.sleep(max(0.0, start + (i + c / clients) * interval - time.monotonic()))
                 async with session.post(url, data=tpl.frame(tick0 + i, room, member),
                                         headers={"Content-Type": "application/octet-stream"}) as resp:
                     assert resp.status == 200
-                if interval:
-                    await asyncio.sleep(max(0.0, start + (i + 1) * interval - time.monotonic()))
 
         worker = ws_client if transport == "ws" else rest_client
         await asyncio.gather(*(worker(c) for c in range(clients)))
@@ -255,7 +271,8 @@ async def active_clients_rss(tpl: Templates, port: int, mgmt: int, pid: int, act
     import aiohttp
 
     idle_rss = rss_mb(pid)
-    async with aiohttp.ClientSession() as session:
+    # no connection limit: aiohttp's default of 100 would queue the other clients' websockets
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         before = await scrape(session, f"http://127.0.0.1:{mgmt}/metrics")
         sem = asyncio.Semaphore(16)
         start = time.monotonic()

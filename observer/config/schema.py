@@ -101,6 +101,9 @@ class SourcesConfig:
     accept_sfu_samples: bool = True
     accept_client_samples: bool = True
     use_server_timestamp: bool = False
+    # ours: while more received samples than this wait for the pipeline, the websocket source stops
+    # reading (TCP backpressure reaches the monitors) and REST answers wait; 0: no limit
+    max_pending_samples: int = setting(2000, minimum=0)
     # None: every serviceId is accepted; a list (or "a,b" string): only those (an empty list: none)
     allowed_service_ids: tuple[str, ...] | None = None
     rest: RestSourceConfig = block(RestSourceConfig)

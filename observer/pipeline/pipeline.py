@@ -101,6 +101,8 @@ class Pipeline:
         self._reports: list[Report] = []
         self._reports_timer: asyncio.TimerHandle | None = None
         self._stopped = False
+        self._room = asyncio.Event()  # set while the backlog is at most max_pending_samples
+        self._room.set()
         self.metrics.queued_samples.set_function(lambda: self._buffered + self._pending)
 
     # ------------------------------------------------------------------ input
@@ -112,6 +114,21 @@ class Pipeline:
             self.metrics.dropped.labels(DROP_STOPPED).inc(count)
             return
         self._add(_Frame(samples, count))
+
+    async def ready(self) -> None:
+        """Return when at most ``max_pending_samples`` samples are buffered or queued (at once
+        when under it, stopped, or the limit is 0)."""
+        limit = self.settings.max_pending_samples
+        while limit and not self._stopped and self._buffered + self._pending > limit:
+            self._room.clear()
+            if not self._pending and not all(frame.deferred for frame in self._buffer):
+                self._flush_buffer()  # nothing in process and the sources paused: do not wait for the timer
+            await self._room.wait()
+
+    def _wake_sources(self) -> None:
+        limit = self.settings.max_pending_samples
+        if self._stopped or not limit or self._buffered + self._pending <= limit:
+            self._room.set()
 
     def _add(self, frame: _Frame) -> None:
         self._buffer.append(frame)
@@ -140,6 +157,7 @@ class Pipeline:
                 log.warning("pipeline overloaded %d flushes in a row: dropping %d samples",
                             self._overloaded_in_a_row, count)
                 self.metrics.dropped.labels(DROP_OVERLOAD).inc(count)
+                self._wake_sources()
                 return
         else:
             self._overloaded_in_a_row = 0
@@ -158,6 +176,10 @@ class Pipeline:
                 self.metrics.batch_failures.labels("batch").inc()
             finally:
                 self._pending -= sum(frame.count for frame in batch)
+                self._wake_sources()
+            # a batch on single-node storages may never suspend: give the sinks (whose queues are
+            # bounded) and the sources a turn before the next one
+            await asyncio.sleep(0)
 
     # ------------------------------------------------------------------ output
     def emit_reports(self, reports: list[Report]) -> None:
@@ -204,6 +226,7 @@ class Pipeline:
                     self.metrics.dropped.labels(DROP_DEFERRED_TOO_LONG).inc(dropped)
                     self._buffer, self._buffered = [], 0
                     self._deferred_since.clear()
+                    self._wake_sources()
                     break
                 await asyncio.sleep(_DEFERRED_RETRY_S)
         self._flush_reports()
@@ -211,6 +234,7 @@ class Pipeline:
     async def stop(self) -> None:
         """Stop accepting, process what was accepted, hand out the reports."""
         self._stopped = True
+        self._room.set()
         await self.flush()
         if self._buffer_timer is not None:
             self._buffer_timer.cancel()

@@ -105,5 +105,7 @@ class PipelineSettings:
     # ours: client samples whose room's call is not available yet (being created by another
     # daemon, or ended and its room not yet released) are retried with later batches this long
     deferred_samples_max_ms: int = attrs.field(default=5000, validator=_non_negative)
+    # ours: ``ready()`` waits while more samples than this are buffered or queued (0: never waits)
+    max_pending_samples: int = attrs.field(default=2000, validator=_non_negative)
     # ours: how many recently replaced calls a room remembers in slave mode
     room_ended_calls_memory: int = attrs.field(default=8, validator=_positive)

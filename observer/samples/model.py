@@ -60,3 +60,7 @@ class ReceivedSamples:
 class SamplesConsumer(Protocol):
     def accept(self, samples: ReceivedSamples) -> None:
         """Take one frame's samples without blocking (the pipeline buffers them)."""
+
+    async def ready(self) -> None:
+        """Return when the consumer can take more; the sources await it before reading the next frame
+        (websocket) or answering (REST), so a flood slows the monitors down instead of piling up."""

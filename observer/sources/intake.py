@@ -31,6 +31,14 @@ class SamplesIntake:
         self._metrics = metrics
         self._clock_ms = clock_ms
 
+    async def ready(self, transport: str) -> None:
+        """Return when the pipeline takes more samples (backpressure, ``maxPendingSamples``)."""
+        started = time.monotonic()
+        await self._consumer.ready()
+        waited = time.monotonic() - started
+        if waited > 0.0005:
+            self._metrics.backpressure.labels(transport).inc(waited)
+
     def ingest(
         self, transport: str, decoder: Decoder, data: bytes, service_id: str, media_unit_id: str
     ) -> None:

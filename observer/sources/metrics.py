@@ -50,6 +50,12 @@ class SourceMetrics:
             ["reason"],
             registry=registry,
         )
+        self.backpressure = Counter(
+            "observertc_samples_backpressure_seconds",
+            "Time the sources waited for the pipeline before reading on (websocket) or answering (REST)",
+            ["transport"],
+            registry=registry,
+        )
         self.websocket_sessions = Gauge(
             "observertc_samples_websocket_sessions",
             "Open samples websocket sessions",

@@ -102,6 +102,7 @@ class RestSamplesSource:
         except Exception:
             log.exception("Failed to process a REST frame from %s/%s", service_id, media_unit_id)
             return self._reject(REJECT_INTERNAL_ERROR, HTTPStatus.INTERNAL_SERVER_ERROR, "Internal error")
+        await self._intake.ready(TRANSPORT_REST)  # the answer waits while the pipeline is behind
         return web.Response(status=HTTPStatus.OK)
 
     @staticmethod

@@ -157,6 +157,7 @@ class WebsocketSamplesSource:
                 log.exception("Failed to process a websocket frame from %s/%s", service_id, media_unit_id)
                 await ws.close(code=CLOSE_INTERNAL_ERROR, message=b"Internal error")
                 return
+            await self._intake.ready(TRANSPORT_WEBSOCKET)  # not reading on while the pipeline is behind
             now = time.monotonic()
             if now - last_keepalive > self._settings.keepalive_interval_s:
                 last_keepalive = now

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import attrs
 from prometheus_client import CollectorRegistry
 
 from observer.pipeline import CollectorSettings, Pipeline, PipelineSettings
@@ -229,3 +230,68 @@ async def test_deferred_samples_are_dropped_after_their_time_limit() -> None:
     await h.feed(received([_sample("a")]))
     assert h.pipeline.metrics.dropped.labels("no_call_in_time")._value.get() == 1
     assert of_type(h.reports, ReportType.OUTBOUND_AUDIO_TRACK) == []
+
+
+def _gated_repositories() -> tuple[Repositories, asyncio.Event]:
+    """Repositories whose room reads wait for the returned event: batches stay in process until it is set."""
+    repos = Repositories.build(lambda kind: YieldingStorage(kind.storage_id))
+    gate = asyncio.Event()
+    original = repos.rooms.get_all
+
+    async def gated_get_all(keys: Any) -> Any:
+        await gate.wait()
+        return await original(keys)
+
+    repos.rooms.get_all = gated_get_all  # type: ignore[method-assign]
+    return repos, gate
+
+
+async def test_ready_waits_while_more_than_max_pending_samples_wait() -> None:
+    repos, gate = _gated_repositories()
+    settings = PipelineSettings(samples_collector=CollectorSettings(max_items=1, max_time_ms=0),
+                                max_pending_samples=3)
+    pipeline, _ = _pipeline(settings, repos)
+    for i in range(3):
+        pipeline.accept(received([_sample(f"c{i}")]))
+    await asyncio.wait_for(pipeline.ready(), 1)  # 3 waiting: not over the limit
+    pipeline.accept(received([_sample("c3")]))
+    waiting = asyncio.ensure_future(pipeline.ready())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    gate.set()
+    await asyncio.wait_for(waiting, 2)
+    await pipeline.flush()
+    assert pipeline.metrics.batches._value.get() == 4
+
+
+async def test_ready_flushes_the_buffer_instead_of_waiting_for_its_timer() -> None:
+    settings = PipelineSettings(samples_collector=CollectorSettings(max_items=100, max_time_ms=60_000),
+                                max_pending_samples=2)
+    pipeline, _ = _pipeline(settings)
+    for i in range(3):
+        pipeline.accept(received([_sample(f"c{i}")]))
+    await asyncio.wait_for(pipeline.ready(), 2)
+    assert pipeline.metrics.batches._value.get() == 1
+
+
+async def test_ready_does_not_wait_without_a_limit_or_once_stopped() -> None:
+    repos, gate = _gated_repositories()
+    settings = PipelineSettings(samples_collector=CollectorSettings(max_items=1, max_time_ms=0),
+                                max_pending_samples=0)
+    pipeline, _ = _pipeline(settings, repos)
+    for i in range(5):
+        pipeline.accept(received([_sample(f"c{i}")]))
+    await asyncio.wait_for(pipeline.ready(), 1)
+
+    limited, gate2 = _gated_repositories()
+    pipeline2, _ = _pipeline(attrs.evolve(settings, max_pending_samples=1), limited)
+    for i in range(3):
+        pipeline2.accept(received([_sample(f"c{i}")]))
+    waiting = asyncio.ensure_future(pipeline2.ready())
+    await asyncio.sleep(0.02)
+    assert not waiting.done()
+    stopping = asyncio.ensure_future(pipeline2.stop())
+    await asyncio.wait_for(waiting, 1)  # a stopped pipeline refuses, counted: nothing to wait for
+    gate.set()
+    gate2.set()
+    await asyncio.wait_for(stopping, 2)

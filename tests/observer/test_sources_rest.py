@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import logging
@@ -34,11 +35,16 @@ class RecordingConsumer:
     def __init__(self, fail: bool = False) -> None:
         self.received: list[ReceivedSamples] = []
         self.fail = fail
+        self.room = asyncio.Event()  # cleared: the consumer is full (backpressure)
+        self.room.set()
 
     def accept(self, samples: ReceivedSamples) -> None:
         if self.fail:
             raise RuntimeError("pipeline exploded")
         self.received.append(samples)
+
+    async def ready(self) -> None:
+        await self.room.wait()
 
     @property
     def client_samples(self) -> list[dict[str, Any]]:
@@ -307,3 +313,20 @@ async def test_use_server_timestamp_replaces_sample_timestamps() -> None:
         assert (await h.client.post(PATH, data=frame, headers=OCTETS)).status == 200
         [batch] = h.consumer.received
         assert [s["timestamp"] for s in batch.client_samples + batch.sfu_samples] == [1, 2]
+
+
+async def test_the_answer_waits_while_the_consumer_is_full() -> None:
+    async with serve() as h:
+        h.consumer.room.clear()
+        post = asyncio.ensure_future(h.client.post(PATH, data=client_frame(client_sample()), headers=OCTETS))
+        for _ in range(100):
+            if h.consumer.received:
+                break
+            await asyncio.sleep(0.01)
+        assert len(h.consumer.received) == 1  # taken, the answer held back
+        await asyncio.sleep(0.05)
+        assert not post.done()
+        h.consumer.room.set()
+        response = await asyncio.wait_for(post, 5)
+        assert response.status == 200
+        assert h.metric("observertc_samples_backpressure_seconds_total", transport="rest") >= 0.05

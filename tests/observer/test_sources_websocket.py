@@ -247,3 +247,19 @@ def test_close_reason_is_cut_to_123_bytes_without_splitting_a_character() -> Non
     cut = close_reason("é" * 100)  # 200 bytes of 2-byte characters
     assert len(cut) == 122 and cut.decode() == "é" * 61
     assert len(close_reason("x" * 500)) == MAX_CLOSE_REASON_BYTES
+
+
+async def test_a_session_reads_no_further_while_the_consumer_is_full() -> None:
+    async with serve() as h:
+        ws = await h.client.ws_connect(PATH)
+        h.consumer.room.clear()
+        await _send_and_wait(h, ws, client_frame(client_sample("a")))
+        await ws.send_bytes(client_frame(client_sample("b")))
+        await asyncio.sleep(0.1)
+        assert [b.client_samples[0]["clientId"] for b in h.consumer.received] == ["a"]
+        h.consumer.room.set()
+        await _wait_for(lambda: len(h.consumer.received) == 2)
+        assert h.consumer.received[1].client_samples[0]["clientId"] == "b"
+        assert h.metric("observertc_samples_backpressure_seconds_total", transport="websocket") >= 0.1
+        assert not ws.closed
+        await ws.close()
