@@ -175,7 +175,8 @@ class ObserverApp:
             await self.discovery.start(self.grid.endpoint)
 
         settings = pipeline_settings(cfg)
-        self.pipeline = Pipeline(self.repositories, settings, self.sinks.dispatch, registry=self.registry)
+        self.pipeline = Pipeline(self.repositories, settings, self.sinks.dispatch, registry=self.registry,
+                                 reports_room=self.sinks.room)
         grid = self.grid
         self.expirer = Expirer(self.repositories, settings, lambda: grid.is_leader, self.pipeline.emit_reports,
                                registry=self.registry)

@@ -29,6 +29,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BUFFER_MS = 50
+# ClientSample keys a monitor sends with its first samples (and when they change), not with every one
+META_KEYS = frozenset(("os", "engine", "platform", "browser", "certificates", "codecs", "iceLocalCandidates",
+                       "iceRemoteCandidates", "mediaDevices", "mediaSources", "iceServers", "mediaConstraints",
+                       "userMediaErrors", "localSDPs", "extensionStats", "customCallEvents"))
 # with no enabled sink the daemon adds its default logger sink; this one is enabled and takes no report
 QUIET_SINKS = {"quiet": {"type": "LoggerSink", "reports": {"sendCallEvents": False}}}
 sys.path.insert(0, str(ROOT))
@@ -116,14 +120,20 @@ class Templates:
                 (data, [i.encode() for i in ids], ts_bytes if ts_bytes in data else b""))
             self.raw.append(data)
         self.sequences = list(sequences.values())
+        # per sequence, the frames without meta data: what the monitor keeps sending after the first ones
+        self.steady = [[i for i, (data, _, _) in enumerate(seq)
+                        if META_KEYS.isdisjoint(json.loads(data)["clientSamples"][0])] or [len(seq) - 1]
+                       for seq in self.sequences]
         self.room_names = sorted({r.encode() for e in manifest["files"] for r in e["contains"].get("roomIds", [])})
 
     def frame(self, tick: int, room: int, client: int, timestamp_ms: int | None = None) -> bytes:
-        """The ``tick``-th frame of a client: the recorded ones first, then the last two alternate.
-        The sample's timestamp is ``timestamp_ms`` (default: now)."""
-        sequence = self.sequences[(room * 3 + client) % len(self.sequences)]
+        """The ``tick``-th frame of a client: the recorded ones first, then its frames without meta data
+        in turn. The sample's timestamp is ``timestamp_ms`` (default: now)."""
+        index = (room * 3 + client) % len(self.sequences)
+        sequence = self.sequences[index]
         if tick >= len(sequence):
-            tick = len(sequence) - 2 + (tick - len(sequence)) % 2
+            steady = self.steady[index]
+            tick = steady[(tick - len(sequence)) % len(steady)]
         data, ts = self._rewritten(tick, room, client)
         if ts:
             data = data.replace(ts, b"%d" % (int(time.time() * 1000) if timestamp_ms is None else timestamp_ms))

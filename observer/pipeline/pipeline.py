@@ -83,8 +83,12 @@ class Pipeline:
         *,
         clock: Callable[[], int] = _now_ms,
         registry: CollectorRegistry | None = None,
+        reports_room: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``reports_room`` is awaited before each batch: it returns when whatever ``report_out`` feeds
+        can take another batch's reports (the sinks' flow control)."""
         self.repositories = repositories
+        self._reports_room = reports_room
         self.settings = config
         self._report_out = report_out
         self._clock = clock
@@ -168,6 +172,8 @@ class Pipeline:
 
     async def _work(self) -> None:
         while self._queue:
+            if self._reports_room is not None:
+                await self._reports_room()
             batch = self._queue.popleft()
             try:
                 await self._process(batch)
@@ -177,9 +183,6 @@ class Pipeline:
             finally:
                 self._pending -= sum(frame.count for frame in batch)
                 self._wake_sources()
-            # a batch on single-node storages may never suspend: give the sinks (whose queues are
-            # bounded) and the sources a turn before the next one
-            await asyncio.sleep(0)
 
     # ------------------------------------------------------------------ output
     def emit_reports(self, reports: list[Report]) -> None:

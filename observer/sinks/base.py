@@ -2,8 +2,12 @@
 
 A sink subclass implements ``_open`` (connect; may raise), ``_send`` (deliver one batch; raise when the
 whole batch failed, or return a :class:`SendOutcome` for per-report results) and ``_close``.
-The caller only ever calls :meth:`Sink.submit`, which never blocks and never raises: reports beyond the
-queue capacity are dropped and counted. A worker task takes batches off the queue and delivers them,
+The caller only ever calls :meth:`Sink.submit`, which never blocks and never raises, and may await
+:meth:`Sink.room` between two submits (the pipeline does, before each batch). A *delivering* sink (connected,
+its last send went through) takes every report submitted: ``queueSize`` bounds it through ``room``, which
+waits while the queue is at least half full, so a burst or a slow server slows the pipeline down instead of
+losing reports. A sink that is not delivering (connecting, retrying) is not waited for, and reports beyond
+its queue capacity are dropped and counted. A worker task takes batches off the queue and delivers them,
 retrying with capped exponential backoff and jitter; a batch that still fails after ``maxRetries`` is
 counted as failed and the worker moves on, so a dead server costs a bounded number of reports per retry
 window and the newest reports get through as soon as it is back.
@@ -64,6 +68,8 @@ class BatchSettings:
     max_retries: int = 10
     initial_backoff: float = 0.1
     max_backoff: float = 5.0
+    # a send running longer than this counts as stalled: the sink is then not waited for (see Sink.room)
+    stalled_send: float = 2.0
 
     @classmethod
     def read(cls, reader: ConfigReader, defaults: BatchSettings | None = None,
@@ -84,6 +90,7 @@ class BatchSettings:
             max_retries=max_retries,
             initial_backoff=d.initial_backoff,
             max_backoff=reader.integer("maxRetryBackoffMs", round(d.max_backoff * 1000), minimum=1) / 1000,
+            stalled_send=d.stalled_send,
         )
 
 
@@ -145,6 +152,10 @@ class Sink(abc.ABC):
         self._inflight: Sequence[Report] = ()
         self._worker: asyncio.Task[None] | None = None
         self._open_ok = False
+        self._retrying = False
+        self._send_started: float | None = None
+        self._room = asyncio.Event()  # set while the queue is below half its size (or not delivering)
+        self._room.set()
         self._stopping = False
         self._stopped = False
 
@@ -173,6 +184,32 @@ class Sink(abc.ABC):
     def queue_depth(self) -> int:
         return len(self._queue)
 
+    @property
+    def delivering(self) -> bool:
+        """Connected, the last send went through (not retrying) and the current one is not stalled."""
+        if not self._open_ok or self._retrying or self._stopping:
+            return False
+        started = self._send_started
+        return started is None or time.monotonic() - started < self.batch.stalled_send
+
+    def _backlogged(self) -> bool:
+        return self.delivering and len(self._queue) >= self.batch.queue_size // 2
+
+    def _update_room(self) -> None:
+        if self._backlogged():
+            self._room.clear()
+        else:
+            self._room.set()
+
+    async def room(self) -> None:
+        """Return when the queue is below half its size, or at once when the sink is not delivering."""
+        while self._backlogged():
+            self._room.clear()
+            try:  # woken by the worker; the timeout notices a send that stalls meanwhile
+                await asyncio.wait_for(self._room.wait(), self.batch.stalled_send)
+            except TimeoutError:
+                pass
+
     async def start(self) -> None:
         """Start the worker. Never fails because the server is unreachable: the worker keeps trying."""
         if self._worker is None and not self._stopped:
@@ -187,11 +224,12 @@ class Sink(abc.ABC):
                 self._drop("stopped", len(reports))
                 return
             room = self.batch.queue_size - len(self._queue)
-            if room < len(reports):
+            if room < len(reports) and not self.delivering:
                 self._drop("queue_full", len(reports) - max(room, 0))
                 reports = reports[: max(room, 0)]
             self._queue.extend(reports)
             self._m_depth.set(len(self._queue))
+            self._update_room()
             self._wake.set()
             if len(self._queue) >= self.batch.max_batch_size:
                 self._full.set()
@@ -204,6 +242,7 @@ class Sink(abc.ABC):
         if self._stopped:
             return
         self._stopping = True
+        self._room.set()
         self._wake.set()
         self._full.set()
         deadline = time.monotonic() + max(timeout, 0.0)
@@ -248,6 +287,7 @@ class Sink(abc.ABC):
                 count = min(len(self._queue), self.batch.max_batch_size)
                 batch = [self._queue.popleft() for _ in range(count)]
                 self._m_depth.set(len(self._queue))
+                self._update_room()
                 await self._deliver(batch)
             except asyncio.CancelledError:
                 raise
@@ -283,7 +323,11 @@ class Sink(abc.ABC):
 
     async def _deliver(self, batch: Sequence[Report]) -> None:
         self._inflight = batch
-        await self._deliver_with_retries(batch)
+        try:
+            await self._deliver_with_retries(batch)
+        finally:
+            self._retrying = False
+            self._update_room()
         # not reached when cancelled: stop() then counts the in-flight reports as dropped
         self._inflight = ()
 
@@ -297,7 +341,11 @@ class Sink(abc.ABC):
                     await self._open()
                     self._set_connected(True)
                 started = time.perf_counter()
-                outcome = await self._send(batch)
+                self._send_started = time.monotonic()
+                try:
+                    outcome = await self._send(batch)
+                finally:
+                    self._send_started = None
             except PermanentSinkError as exc:
                 self._m_failed.inc(len(batch))
                 self.log.error("sink %s: %d reports rejected: %s", self.name, len(batch), exc)
@@ -318,6 +366,8 @@ class Sink(abc.ABC):
                     return
             if error is None:
                 error = RuntimeError("the server did not accept all reports")
+            self._retrying = True
+            self._room.set()  # not delivering: nobody waits for this sink
             if first_error is None:
                 first_error = error
                 self.log.warning("sink %s: send of %d reports failed, retrying: %s",
@@ -352,6 +402,7 @@ class Sink(abc.ABC):
     def _set_connected(self, value: bool) -> None:
         self._open_ok = value
         self._m_connected.set(1 if value else 0)
+        self._update_room()
 
     async def _close_quietly(self, timeout: float) -> None:
         self._set_connected(False)

@@ -24,8 +24,8 @@ class _Member:
 
 
 class SinkGroup:
-    """Holds the running sinks. ``dispatch`` never blocks and never raises: a slow or failing sink only
-    fills (and then overflows) its own queue."""
+    """Holds the running sinks. ``dispatch`` never blocks and never raises; ``room`` waits for the delivering
+    sinks' queues to drain below half (a failing sink only fills, and then overflows, its own queue)."""
 
     def __init__(self) -> None:
         self._members: list[_Member] = []
@@ -55,6 +55,11 @@ class SinkGroup:
                 selected = [r for r in reports if r.type in member.allowed]
             if selected:
                 member.sink.submit(selected)
+
+    async def room(self) -> None:
+        """Return when every delivering sink's queue is below half its size (see ``Sink.room``)."""
+        for member in self._members:
+            await member.sink.room()
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop all sinks at once; each gets the same ``timeout`` to flush."""

@@ -295,3 +295,24 @@ async def test_ready_does_not_wait_without_a_limit_or_once_stopped() -> None:
     gate.set()
     gate2.set()
     await asyncio.wait_for(stopping, 2)
+
+
+async def test_each_batch_waits_for_room_for_its_reports() -> None:
+    room = asyncio.Event()
+    waits = 0
+
+    async def reports_room() -> None:
+        nonlocal waits
+        waits += 1
+        await room.wait()
+
+    settings = PipelineSettings(samples_collector=CollectorSettings(max_items=1, max_time_ms=0))
+    pipeline = Pipeline(Repositories.in_memory(), settings, lambda reports: None, clock=Clock(),
+                        reports_room=reports_room)
+    pipeline.accept(received([_sample("a")]))
+    pipeline.accept(received([_sample("b")]))
+    await asyncio.sleep(0.05)
+    assert pipeline.metrics.batches._value.get() == 0 and waits == 1
+    room.set()
+    await asyncio.wait_for(pipeline.flush(), 2)
+    assert pipeline.metrics.batches._value.get() == 2 and waits == 2

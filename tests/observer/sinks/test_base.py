@@ -233,7 +233,7 @@ async def test_group_filters_per_sink_and_a_stuck_sink_does_not_block_the_others
     assert {r.type for r in calls_only.received} == {ReportType.CALL_EVENT, ReportType.CALL_META_DATA}
     assert all(r.type.value.startswith("SFU_") for r in by_callable.received)
     await group.stop(0.3)
-    assert metric(registry, "observertc_sink_reports_dropped_total", "stuck", reason="queue_full") > 0
+    assert metric(registry, "observertc_sink_reports_dropped_total", "stuck", reason="shutdown") > 0
 
 
 def test_metrics_of_several_sinks_share_one_registry(registry: CollectorRegistry) -> None:
@@ -245,3 +245,54 @@ def test_metrics_of_several_sinks_share_one_registry(registry: CollectorRegistry
                  "observertc_sink_batch_seconds_bucket", "observertc_sink_connected"):
         assert f'{name}{{' in text, name
     assert 'observertc_sink_queue_depth{sink="b"} 0.0' in text
+
+
+async def test_a_delivering_sink_takes_a_burst_and_room_waits_for_its_queue(registry: CollectorRegistry) -> None:
+    """Reports beyond the queue size are kept while the sink delivers; ``room`` holds the producer back
+    until the queue is below half (a burst into a fast, healthy sink once lost reports)."""
+    sink = RecordingSink("rec", registry, BatchSettings(queue_size=100, max_batch_size=10, max_batch_delay=0.01))
+    sink.gate = asyncio.Event()
+    await sink.start()
+    await wait_until(lambda: sink.connected)
+    sink.submit(many(10))
+    await wait_until(lambda: sink.queue_depth == 0)  # the worker holds them in its (gated) send
+    sink.submit(many(250))
+    assert sink.queue_depth == 250
+    waiting = asyncio.ensure_future(sink.room())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    sink.gate.set()
+    await asyncio.wait_for(waiting, 2)
+    assert sink.queue_depth < 50
+    await wait_until(lambda: len(sink.received) == 260)
+    await sink.stop(1)
+    assert metric(registry, "observertc_sink_reports_dropped_total", "rec", reason="queue_full") == 0
+
+
+async def test_a_stalled_or_failing_sink_is_not_waited_for_and_overflows(registry: CollectorRegistry) -> None:
+    settings = BatchSettings(queue_size=20, max_batch_size=10, max_batch_delay=0.01, stalled_send=0.2,
+                             max_retries=50, initial_backoff=0.05, max_backoff=0.05)
+    stalled = RecordingSink("stalled", registry, settings)
+    stalled.gate = asyncio.Event()
+    await stalled.start()
+    await wait_until(lambda: stalled.connected)
+    stalled.submit(many(10))
+    await wait_until(lambda: stalled.queue_depth == 0)
+    stalled.submit(many(15))  # kept: the send in flight is young
+    await asyncio.wait_for(stalled.room(), 1)  # returns once that send counts as stalled
+    assert not stalled.delivering
+    stalled.submit(many(15))
+    assert metric(registry, "observertc_sink_reports_dropped_total", "stalled", reason="queue_full") == 10
+    stalled.gate.set()
+    await stalled.stop(1)
+
+    failing = RecordingSink("failing", registry, settings, fail_sends=1000)
+    await failing.start()
+    await wait_until(lambda: failing.connected)
+    failing.submit(many(10))
+    await wait_until(lambda: metric(registry, "observertc_sink_reports_retried_total", "failing") > 0)
+    assert not failing.delivering
+    failing.submit(many(30))
+    await asyncio.wait_for(failing.room(), 0.5)
+    assert metric(registry, "observertc_sink_reports_dropped_total", "failing", reason="queue_full") == 10
+    await failing.stop(0.2)
