@@ -315,13 +315,29 @@ def bare_decode_rate(tpl: Templates, seconds: float = 2.0) -> float:
     return n / (time.perf_counter() - start)
 
 
-def _start_daemon() -> tuple[subprocess.Popen[bytes], int, int]:
+def _start_daemon(sinks: dict[str, Any] | None = None) -> tuple[subprocess.Popen[bytes], int, int]:
     port, mgmt = free_port(), free_port()
-    daemon = subprocess.Popen([sys.executable, __file__, "--daemon", "--port", str(port), "--mgmt", str(mgmt)],
-                              stdout=subprocess.PIPE)
+    command = [sys.executable, __file__, "--daemon", "--port", str(port), "--mgmt", str(mgmt)]
+    if sinks:
+        command += ["--sinks-json", json.dumps(sinks)]
+    daemon = subprocess.Popen(command, stdout=subprocess.PIPE)
     assert daemon.stdout is not None
     assert daemon.stdout.readline().startswith(b"ready")
     return daemon, port, mgmt
+
+
+async def flood_rate(tpl: Templates, samples: int, clients: int,
+                     sinks: dict[str, Any] | None = None) -> dict[str, float]:
+    """A websocket flood of ``samples`` client samples from ``clients`` clients into a fresh daemon whose
+    sinks are ``sinks`` (the observer.sinks block) beside the counting sink (used by bench_sinks.py)."""
+    daemon, port, mgmt = _start_daemon(sinks)
+    try:
+        args = argparse.Namespace(clients=clients, ticks_sent=0)
+        await drive(args, tpl, port, mgmt, "ws", clients * 2, None)   # warm-up: clients join
+        return await drive(args, tpl, port, mgmt, "ws", samples, None)
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -69,7 +69,7 @@ class BatchSettings:
     initial_backoff: float = 0.1
     max_backoff: float = 5.0
     # a send running longer than this counts as stalled: the sink is then not waited for (see Sink.room)
-    stalled_send: float = 2.0
+    stalled_send: float = 10.0
 
     @classmethod
     def read(cls, reader: ConfigReader, defaults: BatchSettings | None = None,
