@@ -4,7 +4,9 @@ rewritten per room and client and the sample timestamp set to the send time) ove
 and over REST, into a counting sink inside the daemon.
 
 Prints: client samples/s end to end, reports/s, p50/p99 sample-to-sink latency (paced run at
-about half the measured capacity, and under the flood), RSS with 10,000 active clients, and,
+about half the measured capacity, and under the flood), the daemon's CPU time per sample (steadier
+than samples/s on a shared VM; it includes the /metrics scrapes that detect the end of a run),
+RSS with 10,000 active clients, and,
 in the same run, the rate of bare JSON decoding (orjson.loads) of the same frames (the floor)
 with the ratio.
 
@@ -266,6 +268,12 @@ async def drive(args: argparse.Namespace, tpl: Templates, port: int, mgmt: int, 
         }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -346,9 +354,16 @@ async def main(args: argparse.Namespace) -> None:
     try:
         args.ticks_sent = 0
         await drive(args, tpl, port, mgmt, "ws", args.clients * 2, None)   # warm-up: clients join
-        flood_ws = await drive(args, tpl, port, mgmt, "ws", args.samples, None)
-        paced_ws = await drive(args, tpl, port, mgmt, "ws", args.samples // 2, flood_ws["samples/s"] * 0.5)
-        flood_rest = await drive(args, tpl, port, mgmt, "rest", args.samples // 2, None)
+
+        async def measured(transport: str, samples: int, rate: float | None) -> dict[str, float]:
+            cpu = cpu_seconds(daemon.pid)
+            result = await drive(args, tpl, port, mgmt, transport, samples, rate)
+            result["cpu us"] = (cpu_seconds(daemon.pid) - cpu) / result["samples"] * 1e6
+            return result
+
+        flood_ws = await measured("ws", args.samples, None)
+        paced_ws = await measured("ws", args.samples // 2, flood_ws["samples/s"] * 0.5)
+        flood_rest = await measured("rest", args.samples // 2, None)
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)
@@ -362,11 +377,12 @@ async def main(args: argparse.Namespace) -> None:
     print(f"\nobserver: one daemon process, JSON client frames ({len(tpl.raw)} templates, "
           f"{statistics.mean(len(f) for f in tpl.raw) / 1024:.1f} KB avg, per-client sequences), "
           f"{args.clients} clients, collector windows {BUFFER_MS} ms")
-    print(f"{'run':34} {'samples':>8} {'samples/s':>10} {'reports/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'run':34} {'samples':>8} {'samples/s':>10} {'reports/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'daemon CPU us/sample':>21}")
     for name, r in (("websocket, flood", flood_ws), ("websocket, paced at 50% capacity", paced_ws),
                     ("REST, flood (1 request/client)", flood_rest)):
         print(f"{name:34} {r['samples']:8.0f} {r['samples/s']:10.0f} {r['reports/s']:10.0f} "
-              f"{r['p50 ms']:8.1f} {r['p99 ms']:8.1f}")
+              f"{r['p50 ms']:8.1f} {r['p99 ms']:8.1f} {r['cpu us']:21.0f}")
     print(f"{'bare orjson.loads of the frames':34} {'':8} {floor:10.0f}")
     print(f"ratio websocket end-to-end / bare decoding: {flood_ws['samples/s'] / floor:.3f}")
     print(f"RSS with {args.active} active clients (fresh daemon, {joined:.0f} CLIENT_JOINED): "

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import collections
+from operator import attrgetter
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from observer.reports.events import CallEventName, SfuEventName
 from observer.reports.model import Report, ReportType
 
-_EVENT_TYPES = (ReportType.CALL_EVENT, ReportType.SFU_EVENT)
+_EVENT_TYPES = frozenset((ReportType.CALL_EVENT, ReportType.SFU_EVENT))
+_TYPE_OF = attrgetter("type")
 _STANDARD_EVENTS = frozenset(n.value for n in CallEventName) | frozenset(n.value for n in SfuEventName)
 CUSTOM_EVENT = "custom"  # custom event names are client-chosen: one label keeps the cardinality bounded
 
@@ -54,12 +58,12 @@ class PipelineMetrics:
                                     "Samples accepted and not processed yet", registry=reg)
 
     def count_reports(self, reports: list[Report]) -> None:
-        per_type: dict[ReportType, int] = {}
-        for report in reports:
-            per_type[report.type] = per_type.get(report.type, 0) + 1
-            if report.type in _EVENT_TYPES:
-                name = report.payload.get("name")
-                self.events.labels(name if name in _STANDARD_EVENTS else CUSTOM_EVENT).inc()
+        per_type = collections.Counter(map(_TYPE_OF, reports))  # counted in C: ~13 reports per client sample
+        if not _EVENT_TYPES.isdisjoint(per_type):
+            for report in reports:
+                if report.type in _EVENT_TYPES:
+                    name = report.payload.get("name")
+                    self.events.labels(name if name in _STANDARD_EVENTS else CUSTOM_EVENT).inc()
         for report_type, count in per_type.items():
             self.reports.labels(report_type.value).inc(count)
 

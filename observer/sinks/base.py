@@ -285,7 +285,11 @@ class Sink(abc.ABC):
                     except TimeoutError:
                         pass
                 count = min(len(self._queue), self.batch.max_batch_size)
-                batch = [self._queue.popleft() for _ in range(count)]
+                if count == len(self._queue):  # the common case, in C
+                    batch = list(self._queue)
+                    self._queue.clear()
+                else:
+                    batch = [self._queue.popleft() for _ in range(count)]
                 self._m_depth.set(len(self._queue))
                 self._update_room()
                 await self._deliver(batch)

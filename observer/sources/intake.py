@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from observer.samples import KIND_CLIENT, KIND_SFU, Decoder, ReceivedSamples, SamplesConsumer
 from observer.sources.metrics import DROP_CLIENT_SAMPLES_DISABLED, DROP_SFU_SAMPLES_DISABLED, SourceMetrics
@@ -30,6 +31,7 @@ class SamplesIntake:
         self._settings = settings
         self._metrics = metrics
         self._clock_ms = clock_ms
+        self._received_children: dict[tuple[str, str], Any] = {}
 
     async def ready(self, transport: str) -> None:
         """Return when the pipeline takes more samples (backpressure, ``maxPendingSamples``)."""
@@ -75,8 +77,15 @@ class SamplesIntake:
         self._consumer.accept(
             ReceivedSamples(service_id, media_unit_id, client_samples, sfu_samples, received_at_ms)
         )
-        received = self._metrics.samples_received
         if client_samples:
-            received.labels(transport, KIND_CLIENT).inc(len(client_samples))
+            self._received(transport, KIND_CLIENT).inc(len(client_samples))
         if sfu_samples:
-            received.labels(transport, KIND_SFU).inc(len(sfu_samples))
+            self._received(transport, KIND_SFU).inc(len(sfu_samples))
+
+    def _received(self, transport: str, kind: str) -> Any:
+        # the labelled child, looked up once: labels() takes a lock and builds a key on every call
+        child = self._received_children.get((transport, kind))
+        if child is None:
+            child = self._received_children[(transport, kind)] = self._metrics.samples_received.labels(
+                transport, kind)
+        return child
