@@ -101,11 +101,6 @@ class ObservedClient:
     def room_key(self) -> str:
         return room_key(self.service_id, self.room_id)
 
-    def tracks(self) -> Iterable[ObservedTrack]:
-        for pc in self.peer_connections.values():
-            yield from pc.inbound.values()
-            yield from pc.outbound.values()
-
     def add(self, sample: Sample, media_unit_id: str, timestamp: int) -> None:
         self.samples.append((sample, media_unit_id))
         _widen(self, timestamp)

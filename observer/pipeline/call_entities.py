@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from observer.pipeline.batch import INBOUND, ObservedClient, ObservedTrack
+from observer.pipeline.batch import ObservedClient, ObservedTrack
 from observer.pipeline.bulk import get_all, insert_all, set_all, write_created
 from observer.pipeline.lifecycle import client_event, peer_connection_event, track_event
 from observer.pipeline.lifecycle_journal import Ending, end_entities, ending_of, lookup
@@ -79,9 +79,10 @@ async def update_call_entities(
     if not tracked and not retired:
         return out
     client_ids = {client.client_id for client, _ in tracked}
-    pc_ids = {pc_id for client, _ in tracked for pc_id in client.peer_connections}
-    inbound_ids = {t.track_id for client, _ in tracked for t in client.tracks() if t.direction == INBOUND}
-    outbound_ids = {t.track_id for client, _ in tracked for t in client.tracks() if t.direction != INBOUND}
+    pcs = [pc for client, _ in tracked for pc in client.peer_connections.values()]
+    pc_ids = {pc.peer_connection_id for pc in pcs}
+    inbound_ids = {track_id for pc in pcs for track_id in pc.inbound}
+    outbound_ids = {track_id for pc in pcs for track_id in pc.outbound}
     old_clients, old_pcs, old_inbound, old_outbound = await asyncio.gather(
         get_all(repos.clients, client_ids), get_all(repos.peer_connections, pc_ids),
         get_all(repos.inbound_tracks, inbound_ids), get_all(repos.outbound_tracks, outbound_ids))
