@@ -20,7 +20,6 @@ import asyncio
 import functools
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,13 +30,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BUFFER_MS = 50
-# ClientSample keys a monitor sends with its first samples (and when they change), not with every one
-META_KEYS = frozenset(("os", "engine", "platform", "browser", "certificates", "codecs", "iceLocalCandidates",
-                       "iceRemoteCandidates", "mediaDevices", "mediaSources", "iceServers", "mediaConstraints",
-                       "userMediaErrors", "localSDPs", "extensionStats", "customCallEvents"))
 # with no enabled sink the daemon adds its default logger sink; this one is enabled and takes no report
 QUIET_SINKS = {"quiet": {"type": "LoggerSink", "reports": {"sendCallEvents": False}}}
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+from observer_cluster import free_port, scrape  # noqa: E402 -- after the path is set
+
+from observer.reports.client import RARE_SAMPLE_KEYS  # noqa: E402
+
 SHARED = Path(os.environ.get("OBSERVER_SHARED_DIR", ROOT.parent / "shared"))
 FIXTURES = SHARED / "fixtures"
 
@@ -124,7 +124,7 @@ class Templates:
         self.sequences = list(sequences.values())
         # per sequence, the frames without meta data: what the monitor keeps sending after the first ones
         self.steady = [[i for i, (data, _, _) in enumerate(seq)
-                        if META_KEYS.isdisjoint(json.loads(data)["clientSamples"][0])] or [len(seq) - 1]
+                        if RARE_SAMPLE_KEYS.isdisjoint(json.loads(data)["clientSamples"][0])] or [len(seq) - 1]
                        for seq in self.sequences]
         self.room_names = sorted({r.encode() for e in manifest["files"] for r in e["contains"].get("roomIds", [])})
 
@@ -156,23 +156,6 @@ class Templates:
         sequence = self.sequences[(room * 3 + client) % len(self.sequences)]
         original = sequence[0][1][0]
         return (original[:-12] + b"%012x" % (room * 16 + client)).decode()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def scrape(session: Any, url: str) -> dict[str, float]:
-    async with session.get(url) as resp:
-        text = await resp.text()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 def histogram_quantile(metrics: dict[str, float], before: dict[str, float], q: float) -> float:

@@ -27,6 +27,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def scrape(session: Any, url: str) -> dict[str, float]:
+    """A Prometheus text page as {sample name with labels: value}."""
+    async with session.get(url) as resp:
+        text = await resp.text()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
 class Daemon:
     def __init__(self, name: str, cluster: ObserverCluster) -> None:
         self.name = name
@@ -104,14 +116,7 @@ class Daemon:
             return None
 
     async def metrics(self, session: Any) -> dict[str, float]:
-        async with session.get(f"http://127.0.0.1:{self.mgmt}/metrics") as resp:
-            text = await resp.text()
-        out: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, _, value = line.rpartition(" ")
-                out[key] = float(value)
-        return out
+        return await scrape(session, f"http://127.0.0.1:{self.mgmt}/metrics")
 
 
 class ObserverCluster:

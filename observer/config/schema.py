@@ -155,6 +155,12 @@ class BuffersConfig:
     debouncers: CollectorConfig = block(CollectorConfig, max_items=10000, max_time_in_ms=1000)
     reports_collector: CollectorConfig = block(CollectorConfig, max_items=5000, max_time_in_ms=2000)
 
+    def _bind_finish(self, scope: Scope) -> BuffersConfig:
+        if self.reports_collector.overload_threshold >= 0:
+            scope.warn("reportsCollector.overloadThreshold",
+                       "is ignored: reports are not dropped for load, the sinks' flow control slows intake instead")
+        return self
+
 
 # ---- observer.security --------------------------------------------------------------------------
 def hashlib_name(java_name: str) -> str:

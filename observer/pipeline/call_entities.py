@@ -47,6 +47,7 @@ from observer.repositories import (
     peer_connection_key,
     replace,
     ssrc_key,
+    touch,
     track_key,
 )
 from observer.repositories.journal import INBOUND_TRACK, OUTBOUND_TRACK
@@ -223,8 +224,7 @@ class _Plan:
                             observed.max_ts, now, observed.media_unit_id, observed.user_id, observed.marker,
                             time_zone_id(observed.time_zone_offset))
         else:
-            client = replace(old, sample_touched=max(old.sample_touched, observed.max_ts),
-                                  server_touched=now)
+            client = touch(old, observed.max_ts, now)
         self.clients[client_id] = client
 
         for pc_id, observed_pc in observed.peer_connections.items():
@@ -241,9 +241,8 @@ class _Plan:
                     observed.max_ts, now, observed.media_unit_id, client.user_id, observed.marker,
                     observed_pc.label)
             else:
-                self.pcs[pc_id] = replace(
-                    old_pc, sample_touched=max(old_pc.sample_touched, observed.max_ts), server_touched=now,
-                    label=old_pc.label or observed_pc.label)
+                self.pcs[pc_id] = touch(old_pc, observed.max_ts, now,
+                                        label=old_pc.label or observed_pc.label)
             for track in observed_pc.inbound.values():
                 self._inbound(track, client, observed, old_inbound.get(track.track_id))
             for track in observed_pc.outbound.values():
@@ -281,11 +280,10 @@ class _Plan:
                 track.track_id, track.kind, observed.min_ts, observed.max_ts, now, observed.media_unit_id,
                 client.user_id, observed.marker, track.sfu_stream_id, track.sfu_sink_id, track.ssrcs)
         else:
-            entity = replace(
-                old, sample_touched=max(old.sample_touched, observed.max_ts), server_touched=now,
-                ssrcs=_merged(old.ssrcs, track.ssrcs),
-                sfu_stream_id=old.sfu_stream_id or track.sfu_stream_id,
-                sfu_sink_id=old.sfu_sink_id or track.sfu_sink_id)
+            entity = touch(old, observed.max_ts, now,
+                           ssrcs=_merged(old.ssrcs, track.ssrcs),
+                           sfu_stream_id=old.sfu_stream_id or track.sfu_stream_id,
+                           sfu_sink_id=old.sfu_sink_id or track.sfu_sink_id)
         self.inbound[track.track_id] = entity
         # a re-created track writes its sink again (it was likely lost with the track's daemon)
         if entity.sfu_stream_id and entity.sfu_sink_id and (
@@ -306,9 +304,9 @@ class _Plan:
                 client.user_id, observed.marker, track.sfu_stream_id, track.ssrcs)
             known_ssrcs: tuple[int, ...] = ()
         else:
-            entity = replace(
-                old, sample_touched=max(old.sample_touched, observed.max_ts), server_touched=now,
-                ssrcs=_merged(old.ssrcs, track.ssrcs), sfu_stream_id=old.sfu_stream_id or track.sfu_stream_id)
+            entity = touch(old, observed.max_ts, now,
+                           ssrcs=_merged(old.ssrcs, track.ssrcs),
+                           sfu_stream_id=old.sfu_stream_id or track.sfu_stream_id)
             # a re-created track indexes its SSRCs and stream again (likely lost with its daemon)
             known_ssrcs = () if restored else old.ssrcs
         self.outbound[track.track_id] = entity

@@ -36,6 +36,7 @@ from observer.repositories import (
     TrackRef,
     replace,
     ssrc_key,
+    touch,
 )
 
 
@@ -76,7 +77,7 @@ async def update_sfu_entities(repos: Repositories, sfus: Mapping[str, ObservedSf
             sfu = Sfu(observed.service_id, sfu_id, observed.min_ts, observed.max_ts, now, observed.media_unit_id,
                       time_zone_id(observed.time_zone_offset), observed.marker)
         else:
-            sfu = replace(old, sample_touched=max(old.sample_touched, observed.max_ts), server_touched=now)
+            sfu = touch(old, observed.max_ts, now)
         new_sfus[sfu_id] = sfu
         base = (observed.service_id, sfu_id)
         for transport_id, t in observed.transports.items():
@@ -86,8 +87,7 @@ async def update_sfu_entities(repos: Repositories, sfus: Mapping[str, ObservedSf
                                                         observed.max_ts, now, observed.media_unit_id,
                                                         observed.marker)
             else:
-                transports[transport_id] = replace(
-                    old_t, sample_touched=max(old_t.sample_touched, observed.max_ts), server_touched=now)
+                transports[transport_id] = touch(old_t, observed.max_ts, now)
         for pad_id, p in observed.inbound_pads.items():
             old_p = old_in.get(pad_id)
             if p.transport_id is None or p.stream_id is None:
@@ -100,9 +100,8 @@ async def update_sfu_entities(repos: Repositories, sfus: Mapping[str, ObservedSf
                                                    observed.min_ts, observed.max_ts, now, observed.media_unit_id,
                                                    observed.marker)
             else:
-                in_pads[pad_id] = replace(
-                    old_p, sample_touched=max(old_p.sample_touched, observed.max_ts), server_touched=now,
-                    ssrc=old_p.ssrc if old_p.ssrc is not None else p.ssrc)
+                in_pads[pad_id] = touch(old_p, observed.max_ts, now,
+                                        ssrc=old_p.ssrc if old_p.ssrc is not None else p.ssrc)
         for pad_id, q in observed.outbound_pads.items():
             old_q = old_out.get(pad_id)
             if q.transport_id is None or q.sink_id is None:
@@ -115,9 +114,8 @@ async def update_sfu_entities(repos: Repositories, sfus: Mapping[str, ObservedSf
                     *base, q.transport_id, q.stream_id, q.sink_id, pad_id, q.ssrc, internal, observed.min_ts,
                     observed.max_ts, now, observed.media_unit_id, observed.marker)
             else:
-                pad = out_pads[pad_id] = replace(
-                    old_q, sample_touched=max(old_q.sample_touched, observed.max_ts), server_touched=now,
-                    ssrc=old_q.ssrc if old_q.ssrc is not None else q.ssrc)
+                pad = out_pads[pad_id] = touch(old_q, observed.max_ts, now,
+                                               ssrc=old_q.ssrc if old_q.ssrc is not None else q.ssrc)
             if pad.internal and pad.sfu_stream_id and pad.ssrc is not None:
                 key = ssrc_key(pad.sfu_stream_id, pad.ssrc)
                 ref = PadRef(sfu_id, pad.transport_id, pad.sfu_sink_id, pad_id)
@@ -130,8 +128,7 @@ async def update_sfu_entities(repos: Repositories, sfus: Mapping[str, ObservedSf
                 channels[channel_id] = SfuSctpChannel(*base, c.transport_id, c.stream_id, channel_id, observed.min_ts,
                                                       observed.max_ts, now, observed.media_unit_id, observed.marker)
             else:
-                channels[channel_id] = replace(
-                    old_c, sample_touched=max(old_c.sample_touched, observed.max_ts), server_touched=now)
+                channels[channel_id] = touch(old_c, observed.max_ts, now)
 
     await _attribute(repos, in_pads, out_pads, loose_in, loose_out, batch_pad_index, match_rtp_pads, out)
 

@@ -133,14 +133,16 @@ _EMPTY: Mapping[str, Any] = {}
 _META = ReportType.CALL_META_DATA
 # sample keys that yield reports only now and then (meta data on a client's first samples, extension
 # stats, custom events): one set test skips all of them for a steady-state sample
-_RARE_KEYS = frozenset(
+RARE_SAMPLE_KEYS = frozenset(
     [key for key, _, _ in _META_OBJECTS + _META_LISTS] + [key for key, _ in _META_STRINGS]
     + ["localSDPs", "extensionStats", "customCallEvents"]
 )
 
 # module constants: an enum member lookup costs a metaclass attribute access per report
-_TRANSPORT = ReportType.PEER_CONNECTION_TRANSPORT
-_ICE_PAIR = ReportType.ICE_CANDIDATE_PAIR
+_LABELLED = (  # elements that carry their PC's label themselves (or get it from a sibling)
+    ("pcTransports", _build_transport, ReportType.PEER_CONNECTION_TRANSPORT),
+    ("iceCandidatePairs", _build_ice_pair, ReportType.ICE_CANDIDATE_PAIR),
+)
 _INBOUND = (
     ("inboundAudioTracks", _build_inbound_audio, ReportType.INBOUND_AUDIO_TRACK),
     ("inboundVideoTracks", _build_inbound_video, ReportType.INBOUND_VIDEO_TRACK),
@@ -179,22 +181,15 @@ def build_client_reports(
     append = reports.append
     labels = _peer_connection_labels(sample)
 
-    for el in elements(sample, "pcTransports", SAMPLE_SCHEMA):
-        label = el.get("label")
-        if not label:
-            pc_id = el.get("peerConnectionId")
-            label = labels.get(pc_id) if pc_id.__class__ is str else None
-        payload = _build_transport(el, ctx, {"label": label})
-        if payload is not None:
-            append(Report(_TRANSPORT, payload))
-    for el in elements(sample, "iceCandidatePairs", SAMPLE_SCHEMA):
-        label = el.get("label")
-        if not label:
-            pc_id = el.get("peerConnectionId")
-            label = labels.get(pc_id) if pc_id.__class__ is str else None
-        payload = _build_ice_pair(el, ctx, {"label": label})
-        if payload is not None:
-            append(Report(_ICE_PAIR, payload))
+    for key, build, report_type in _LABELLED:
+        for el in elements(sample, key, SAMPLE_SCHEMA):
+            label = el.get("label")
+            if not label:
+                pc_id = el.get("peerConnectionId")
+                label = labels.get(pc_id) if pc_id.__class__ is str else None
+            payload = build(el, ctx, {"label": label})
+            if payload is not None:
+                append(Report(report_type, payload))
 
     for key, build, report_type in _INBOUND:
         for el in elements(sample, key, SAMPLE_SCHEMA):
@@ -232,7 +227,7 @@ def build_client_reports(
         if payload is not None:
             append(Report(_DATA_CHANNEL, payload))
 
-    if not _RARE_KEYS.isdisjoint(sample):
+    if not RARE_SAMPLE_KEYS.isdisjoint(sample):
         _append_rare_reports(sample, ctx, append)
     return reports
 

@@ -20,6 +20,7 @@ from observer.repositories.entities import (
     SfuTransport,
     TrackRef,
     replace,
+    touch,
 )
 from observer.repositories.journal import (
     JournalEntity,
@@ -68,5 +69,6 @@ __all__ = [
     "replace",
     "room_key",
     "ssrc_key",
+    "touch",
     "track_key",
 ]

@@ -289,3 +289,9 @@ def replace(entity: E, **changes: Any) -> E:
     for name, value in changes.items():
         values[index[name]] = value
     return cls(*values)
+
+
+def touch(entity: E, sample_ts: int, now: int, **changes: Any) -> E:
+    """The entity touched by samples up to ``sample_ts`` at server time ``now`` (and ``changes``)."""
+    return replace(entity, sample_touched=max(entity.sample_touched, sample_ts),
+                   server_touched=now, **changes)

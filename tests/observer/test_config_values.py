@@ -542,3 +542,12 @@ def test_discovery_without_endpoint_warns(caplog: pytest.LogCaptureFixture) -> N
 
 def test_report_filter_default_is_all_types() -> None:
     assert ReportFilter().allowed == frozenset(ReportType)
+
+
+def test_reports_collector_overload_threshold_warns_that_it_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="observer.config"):
+        load_config(env={}, overrides=observer(buffers={"samplesCollector": {"overloadThreshold": 500}}))
+    assert not any("overloadThreshold" in r.getMessage() for r in caplog.records)
+    with caplog.at_level(logging.WARNING, logger="observer.config"):
+        load_config(env={}, overrides=observer(buffers={"reportsCollector": {"overloadThreshold": 500}}))
+    assert any("observer.buffers.reportsCollector.overloadThreshold" in r.getMessage() for r in caplog.records)
